@@ -1,0 +1,1 @@
+"""One module per ``portrait4d`` subcommand (see :mod:`portrait4d.cli`)."""
