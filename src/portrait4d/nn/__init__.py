@@ -1,0 +1,1 @@
+"""Reusable layers: StyleGAN-style layers, transformer blocks, ResNet, DeepLabV3 head, U-Net."""
