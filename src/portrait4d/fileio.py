@@ -1,0 +1,88 @@
+"""Atomic writes: a file or folder appears complete under its final name, or not at all.
+
+Everything is first written to a hidden temporary sibling (same folder, so the same file
+system) and then moved into place with :func:`os.replace`; on any error the temporary is
+removed. A reader, or a later run, never sees half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _temporary_name(path: Path, kind: str) -> str:
+    return f".{path.name}.{kind}-"
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``.
+
+    The parent folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=_temporary_name(path, "tmp"), dir=path.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, path)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def is_empty_or_missing(path: str | os.PathLike) -> bool:
+    """True if ``path`` does not exist or is an empty folder."""
+    path = Path(path)
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it becomes ``path``.
+
+    An existing empty folder at ``path`` is replaced; a non-empty one (or a file) raises
+    :class:`FileExistsError` before anything is written unless ``overwrite`` is set, in
+    which case it is swapped out and deleted only after the new folder is in place.
+    """
+    path = Path(path)
+    if not overwrite and not is_empty_or_missing(path):
+        raise FileExistsError(f"{path} exists and is not empty")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=_temporary_name(path, "tmp"), dir=path.parent))
+    try:
+        yield temporary
+        old = None
+        if path.exists():
+            if not overwrite and not is_empty_or_missing(path):
+                raise FileExistsError(f"{path} appeared while it was being written")
+            old = Path(tempfile.mkdtemp(prefix=_temporary_name(path, "old"), dir=path.parent))
+            os.replace(path, old / path.name)
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old / path.name, path)
+                old.rmdir()
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
