@@ -13,20 +13,14 @@ benchmarks/results/render_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 
+from common import machine_facts, timed, write_results
 from portrait4d.camera import frontal_label
 from portrait4d.render import RendererConfig, VolumeRenderer, official, triplane_field
 
-RESULTS = Path(__file__).resolve().parent / "results" / "render_throughput.json"
 RESOLUTIONS = (64, 128)
 
 
@@ -52,18 +46,8 @@ def time_render(
     """
     renderer = VolumeRenderer(config)
     generator = torch.Generator(cameras.device).manual_seed(0)
-    wall, cpu = [], []
     with torch.no_grad():
-        for _ in range(repeats):
-            if cameras.device.type == "cuda":
-                torch.cuda.synchronize()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            renderer.render(field, cameras, resolution, generator)
-            if cameras.device.type == "cuda":
-                torch.cuda.synchronize()
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+        return timed(lambda: renderer.render(field, cameras, resolution, generator), repeats, cameras.device)
 
 
 def measure(name: str, config: RendererConfig, field, cameras: torch.Tensor, resolution: int, repeats: int) -> dict:
@@ -92,7 +76,6 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     device = torch.device(args.device)
     torch.manual_seed(0)
     planes = 0.5 * torch.randn(1, 3, 32, 256, 256, device=device)
@@ -112,23 +95,15 @@ def main() -> None:
         "benchmark": "render_throughput",
         "what": "VolumeRenderer.render on a random 3x32x256² tri-plane, official-shaped decoder, "
         "48+48 samples, batch 1, no grad; baseline = all rays in one pass (the official code's way)",
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        **machine_facts(device),
         "repeats": args.repeats,
         "config": asdict(chunked),
         "results": rows,
         "baseline": baseline,
         "speed_ratio_chunked_over_single_pass": ratio,
         "cpu_time_ratio_chunked_over_single_pass": cpu_ratio,
-        "load_average_at_start": load,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, RESULTS)
-    print(f"wrote {RESULTS}")
+    write_results("render_throughput", report)
 
 
 if __name__ == "__main__":
