@@ -112,35 +112,38 @@ class _EllipsoidTable:
     """Every ellipsoid of a head, evaluated in one batched pass (few large tensor operations
     instead of many small ones, which is what bounds the speed of a CPU sphere tracer).
 
-    The ellipsoid estimate k0 (k0 − 1) / k1 needs k0 = |D Rᵀ (p − c)| and
-    k1 = |D² Rᵀ (p − c)| with D = diag(1 / radii); both are affine in p, so for each
-    evaluation frame all of them come from one matrix product with a stacked
-    ``[6 K, 3]`` matrix and a bias.
+    The ellipsoid estimate k0 (k0 − 1) / k1 needs k0 = |q| and k1 = |D q| with
+    q = D Rᵀ (p − c) and D = diag(1 / radii); q is affine in p, so for each evaluation frame
+    all of them come from one matrix product with a stacked ``[3 K, 3]`` matrix and a bias,
+    ordered axis-major (the x rows of every ellipsoid, then the y rows, then the z rows).
     """
 
     def __init__(self, ellipsoids: dict[str, _Ellipsoid]) -> None:
-        self.groups: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (frame, matrix [6K, 3], bias [6K, 1])
+        self.groups: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        """(frame, matrix [3K, 3], bias [3K, 1], 1 / radii² [3, K, 1]) per frame, axis-major."""
         names: list[str] = []
         for frame_index, frame in enumerate(_FRAMES):
-            members = {name: e for name, e in ellipsoids.items() if e.frame == frame}
+            members = [(name, e) for name, e in ellipsoids.items() if e.frame == frame]
             if not members:
                 continue
-            rows = []
-            for e in members.values():
-                inverse_radii = 1.0 / e.radii
-                rows.append(torch.cat([inverse_radii * e.rotation.T, inverse_radii**2 * e.rotation.T]))  # [6, 3]
-            matrix = torch.cat(rows)
-            bias = -torch.cat([m @ e.centre for m, e in zip(matrix.split(6), members.values())])
-            self.groups.append((frame_index, matrix, bias))
-            names.extend(members)
+            matrix = torch.stack([e.rotation.T / e.radii for _, e in members], dim=1)  # [3 axes, K, 3]
+            bias = -(matrix * torch.cat([e.centre for _, e in members], dim=1).T).sum(-1, keepdim=True)  # [3, K, 1]
+            weights = torch.stack([1.0 / e.radii**2 for _, e in members], dim=1)  # [3, K, 1]
+            self.groups.append((frame_index, matrix.reshape(-1, 3), bias.reshape(-1, 1), weights))
+            names.extend(name for name, _ in members)
         self.names = tuple(names)
 
     def __call__(self, frames: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """Distances ``{name: [N]}`` from the points ``[3, N]`` in each frame of ``_FRAMES``."""
         n = frames[0].shape[-1]
-        scaled = torch.cat([torch.addmm(bias, matrix, frames[index]).view(-1, 2, 3, n) for index, matrix, bias in self.groups])
-        k0, k1 = scaled.square().sum(2).sqrt().unbind(1)
-        return dict(zip(self.names, (k0 * (k0 - 1.0) / k1.clamp_min(1e-9)).unbind(0)))
+        distances: list[torch.Tensor] = []
+        for index, matrix, bias, weights in self.groups:
+            x, y, z = torch.addmm(bias, matrix, frames[index]).view(3, -1, n)  # [K, N] each
+            xx, yy, zz = x * x, y * y, z * z
+            k0_squared = xx + yy + zz
+            k1 = torch.addcmul(torch.addcmul(weights[0] * xx, weights[1], yy), weights[2], zz).sqrt_()
+            distances.extend(((k0_squared - k0_squared.sqrt()) / k1.clamp_min(1e-9)).unbind(0))
+        return dict(zip(self.names, distances))
 
 
 def _hair_ellipsoids(appearance: Appearance, cranium: _Ellipsoid) -> tuple[dict[str, _Ellipsoid], float, float]:

@@ -37,11 +37,18 @@ _VISIBILITY_TOLERANCE = 2e-3
 """A landmark counts as visible if its ray's first hit is at most this much before it."""
 
 
+def pixel_trace_config() -> TraceConfig:
+    """Tracing settings for image rays: look-ahead in the tail of the march and three
+    64-way bracket rounds (the same 8⁶-fold narrowing as the default six 8-way rounds) cut
+    the number of distance evaluations, which bound a CPU render."""
+    return TraceConfig(lookahead=16, bracket_rounds=3, bracket_sections=64)
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """Settings of the exact renderer."""
 
-    trace: TraceConfig = field(default_factory=TraceConfig)
+    trace: TraceConfig = field(default_factory=pixel_trace_config)
     shadow_steps: int = 14
     """Steps of the soft-shadow march toward the key light (0 turns shadows off)."""
     occlusion_samples: int = 4
@@ -190,6 +197,14 @@ def render(head: SyntheticHead, cameras: torch.Tensor, image_size: int, config: 
     """
     if cameras.dim() != 2 or cameras.shape[-1] != 25:
         raise ValueError(f"cameras must be [V, 25], got {tuple(cameras.shape)}")
+    # Inference mode skips autograd bookkeeping on the ~10⁴ small tensor operations of a render;
+    # the outputs are cloned out of it so that callers get ordinary tensors.
+    with torch.inference_mode():
+        out = _render(head, cameras, image_size, config)
+    return SyntheticRender(**{name: value.clone() for name, value in vars(out).items()})
+
+
+def _render(head: SyntheticHead, cameras: torch.Tensor, image_size: int, config: RenderConfig) -> SyntheticRender:
     n_views, device = cameras.shape[0], cameras.device
     n_pixels = image_size * image_size
     pixels = pixel_centres(image_size, device).expand(n_views, -1, -1)

@@ -42,33 +42,49 @@ def capsule(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: float) ->
 
 
 def round_cone(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius_a: float, radius_b: float) -> torch.Tensor:
-    """Convex hull of the balls (a, radius_a) and (b, radius_b)."""
+    """Convex hull of the balls (a, radius_a) and (b, radius_b).
+
+    With y = (p − a)·(b − a) and l² = |b − a|², the squared distance from the axis times
+    l⁴ is l² (l² |p − a|² − y²), and the end caps are plain ball distances.
+    """
     ab = b - a
     length2 = float((ab * ab).sum())
     rr = radius_a - radius_b
     a2 = length2 - rr * rr
     pa = p - a
-    y = (pa * ab).sum(0)
-    z = y - length2
-    x2 = length(pa * length2 - ab * y) ** 2
-    y2 = y * y * length2
-    z2 = z * z * length2
+    y = (ab.T @ pa)[0]
+    pa2 = (pa * pa).sum(0)
+    y2 = y * y
+    x2 = (length2 * pa2 - y2).clamp_min_(0.0) * length2
+    z2 = (y - length2).square_()
     k = math.copysign(rr * rr, rr) * x2
-    side = (torch.sqrt(x2 * a2 / length2) + y * rr) / length2 - radius_a
-    end_b = torch.sqrt(x2 + z2) / length2 - radius_b
-    end_a = torch.sqrt(x2 + y2) / length2 - radius_a
-    return torch.where(torch.sign(z) * a2 * z2 > k, end_b, torch.where(torch.sign(y) * a2 * y2 < k, end_a, side))
+    side = (torch.sqrt(x2 * (a2 / length2)) + y * rr) / length2 - radius_a
+    end_b = torch.sqrt((pa2 - 2.0 * y).add_(length2)) - radius_b
+    end_a = torch.sqrt(pa2) - radius_a
+    past_b = torch.sign(y - length2) * (a2 * length2) * z2 > k
+    before_a = torch.sign(y) * (a2 * length2) * y2 < k
+    return torch.where(past_b, end_b, torch.where(before_a, end_a, side))
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
+    """min(|a − b| − k, 0): how far two distances are inside each other's blend band (≤ 0)."""
+    return (a - b).abs_().sub_(k).clamp_max_(0.0)
 
 
 def smooth_union(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
-    """Union of two solids with a fillet of width about ``k``."""
-    h = (0.5 + (0.5 / k) * (b - a)).clamp(0.0, 1.0)
-    return b + (a - b - k + k * h) * h
+    """Union of two solids with a fillet of width about ``k``.
+
+    The quadratic polynomial blend min(a, b) − max(k − |a − b|, 0)² / 4k, written with
+    few tensor operations (it is the innermost cost of the head's distance).
+    """
+    overlap = _overlap(a, b, k)
+    return torch.addcmul(torch.minimum(a, b), overlap, overlap, value=-0.25 / k)
 
 
 def smooth_intersection(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
-    """Intersection of two solids with a rounded edge of width about ``k``."""
-    return -smooth_union(-a, -b, k)
+    """Intersection of two solids with a rounded edge of width about ``k`` (−smooth_union(−a, −b, k))."""
+    overlap = _overlap(a, b, k)
+    return torch.addcmul(torch.maximum(a, b), overlap, overlap, value=0.25 / k)
 
 
 def smooth_subtraction(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 Works on any ``distance(points [N, 3]) -> [N]`` callable. Rays are marched from the
 entry of a bounding box with under-relaxed steps; only rays still travelling are
-evaluated at each step (the active set shrinks as rays hit or leave), and every hit is
-refined along its ray by Newton steps on the distance, which puts the returned depth on
-the zero set to ~1e-6 world units (float32) instead of within the hit tolerance.
+evaluated at each step (the active set shrinks as rays hit or leave), the few that
+travel long (grazing a silhouette) may evaluate several samples ahead per step, and
+every hit is refined along its ray by Newton steps on the distance, which puts the
+returned depth on the zero set to ~1e-6 world units (float32) instead of within the hit
+tolerance.
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ class TraceConfig:
     """Step multiplier while consecutive distance spheres still overlap (1 turns it off)."""
     refine_steps: int = 6
     bracket_rounds: int = 6
-    """Eight-way section rounds for rays whose Newton steps had to fall back on a bracket."""
+    """Multi-section rounds for rays whose Newton steps had to fall back on a bracket."""
+    bracket_sections: int = 8
+    """Sections per round: the bracket shrinks ``bracket_sections ** bracket_rounds`` times."""
     skim_steps: int = 24
-    """Budget of plain steps for rays that first stopped only skimming a silhouette."""
+    """Budget of distance evaluations for rays that first stopped only skimming a silhouette."""
     derivative_step: float = 1e-3
+    lookahead: int = 1
+    """Most samples one ray evaluates at once along its path late in a march (1 turns
+    look-ahead off): the long tail of grazing rays then costs fewer, fuller distance
+    evaluations. The renderer turns it on; off, marches take exactly the steps they
+    always took."""
+    lookahead_after: int = 8
+    """Plain steps before look-ahead starts (rays that resume after skimming a silhouette
+    start with it); from then the samples per ray double every evaluation up to ``lookahead``. The count depends on the step alone, never on the other
+    rays, so every ray's result stays independent of what else is traced with it."""
 
 
 def box_interval(
@@ -86,15 +99,17 @@ def sphere_trace(
     half-width (so rays skimming a silhouette do not crawl along it), then the
     refinement puts it exactly on the surface if it crosses there. Rays that only
     skimmed the surface march on from there with the plain hit tolerance for at most
-    ``config.skim_steps`` steps; one still within its pixel's half-width of the surface
-    after that counts as a hit there (a silhouette pixel). Every step is a plain
-    distance step, so no crossing is ever jumped over.
+    ``config.skim_steps`` distance evaluations; one still within its pixel's half-width
+    of the surface after that counts as a hit there (a silhouette pixel). No step goes
+    further than the distance bounds allow, so no crossing is ever jumped over.
     Returns (t ``[N]``, hit ``[N]`` bool); t is the refined distance for hits and
     ``far`` otherwise.
     """
     footprint = torch.as_tensor(footprint, dtype=near.dtype, device=near.device).expand_as(near)
     todo = torch.nonzero(near < far).squeeze(-1)
-    t, hit, _ = _march(distance, origins, directions, near.clone(), far, footprint, todo, config.max_steps, config)
+    t, hit, _ = _march(
+        distance, origins, directions, near.clone(), far, footprint, todo, config.max_steps, config.lookahead_after, config
+    )
     hits = torch.nonzero(hit).squeeze(-1)
     if hits.numel():
         t[hits], crossed = refine_hits(distance, origins[hits], directions[hits], t[hits], config)
@@ -102,7 +117,7 @@ def sphere_trace(
         if skims.numel():
             hit[skims] = False
             no_footprint = torch.zeros_like(footprint)
-            t, rehit, close = _march(distance, origins, directions, t, far, no_footprint, skims, config.skim_steps, config)
+            t, rehit, close = _march(distance, origins, directions, t, far, no_footprint, skims, config.skim_steps, 0, config)
             again = skims[rehit[skims]]
             if again.numel():
                 t[again], _ = refine_hits(distance, origins[again], directions[again], t[again], config)
@@ -119,40 +134,91 @@ def _march(
     slope: torch.Tensor,
     active: torch.Tensor,
     max_steps: int,
+    plain_steps: int,
     config: TraceConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sphere tracing proper for the rays ``active`` (indices): step until the distance
-    falls below max(tolerance, slope · t) or the ray passes ``far``.
+    falls below max(tolerance, slope · t) or the ray passes ``far``, for at most
+    ``max_steps`` distance evaluations.
 
-    Steps are over-relaxed (Keinert et al. 2014): a ray steps ``over_relaxation`` times
-    its distance while consecutive unbounding spheres overlap; once they do not, the
-    step may have passed the surface, so the ray goes back and continues with plain
-    steps. Updates ``t`` in place; returns (t, hit, last distance seen, +inf where none).
+    For the first ``plain_steps`` evaluations every ray takes one over-relaxed step
+    (Keinert et al. 2014): it steps ``over_relaxation`` times its distance while
+    consecutive unbounding spheres overlap; once they do not, the step may have passed
+    the surface, so the ray goes back and continues with plain steps. The rays still
+    going after that evaluate several samples ahead at once (see ``_look_ahead``).
+    Updates ``t`` in place; returns (t, hit, last distance seen, +inf where none).
     """
     hit = torch.zeros_like(t, dtype=torch.bool)
     last = torch.full_like(t, math.inf)
     step = torch.zeros_like(t)
     previous = torch.zeros_like(t)
     relax = torch.full_like(t, config.over_relaxation)
-    for _ in range(max_steps):
+    for index in range(max_steps):
         if active.numel() == 0:
             break
-        t_active, step_active, previous_active = t[active], step[active], previous[active]
-        d = distance(origins[active] + t_active[:, None] * directions[active])
-        overshot = (d + previous_active < step_active) & (relax[active] > 1.0)
-        radius = torch.where(overshot, previous_active, d)
-        base = torch.where(overshot, t_active - step_active, t_active)
-        arrived = ~overshot & (d < torch.maximum(slope[active] * t_active, torch.full_like(d, config.hit_tolerance)))
-        factor = torch.where(overshot, 1.0, relax[active]) * config.step_scale
-        next_step = factor * radius
-        t_next = torch.where(arrived, t_active, base + next_step)
-        t[active], step[active], previous[active], last[active] = t_next, next_step, radius, radius
-        relax[active[overshot]] = 1.0
+        samples = min(config.lookahead, 2 ** max(0, index - plain_steps + 1))
+        if samples > 1:
+            arrived, escaped = _look_ahead(distance, origins, directions, t, far, slope, active, samples, step, last, config)
+        else:
+            t_active, step_active, previous_active = t[active], step[active], previous[active]
+            d = distance(origins[active] + t_active[:, None] * directions[active])
+            overshot = (d + previous_active < step_active) & (relax[active] > 1.0)
+            radius = torch.where(overshot, previous_active, d)
+            base = torch.where(overshot, t_active - step_active, t_active)
+            arrived = ~overshot & (d < torch.maximum(slope[active] * t_active, torch.full_like(d, config.hit_tolerance)))
+            factor = torch.where(overshot, 1.0, relax[active]) * config.step_scale
+            next_step = factor * radius
+            t_next = torch.where(arrived, t_active, base + next_step)
+            t[active], step[active], previous[active], last[active] = t_next, next_step, radius, radius
+            relax[active[overshot]] = 1.0
+            escaped = t_next >= far[active]
         hit[active[arrived]] = True
-        escaped = t_next >= far[active]
         last[active[escaped]] = math.inf
         active = active[~arrived & ~escaped]
     return t, hit, last
+
+
+def _look_ahead(
+    distance: DistanceFn,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    t: torch.Tensor,
+    far: torch.Tensor,
+    slope: torch.Tensor,
+    active: torch.Tensor,
+    samples: int,
+    step: torch.Tensor,
+    last: torch.Tensor,
+    config: TraceConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Several plain sphere-tracing steps per evaluation for the rays ``active``.
+
+    Each ray samples ``samples`` points spaced by its last step. The stretch of ray
+    between two samples is free of surface when their unbounding intervals
+    [t ∓ step_scale · d] overlap, so the ray may take as settled every sample reached
+    through overlapping intervals: it stops at the first of them closer than its
+    tolerance, or else moves one plain step beyond the last of them (never less far
+    than one plain step from where it was). Updates ``t``, ``step``, ``last`` in place;
+    returns (arrived, escaped) per active ray.
+    """
+    t_active = t[active]
+    spacing = step[active].clamp_min(config.hit_tolerance)
+    order = torch.arange(samples, device=t.device)
+    positions = t_active[:, None] + spacing[:, None] * order  # [A, S]
+    d = distance(origins[active, None, :] + positions[..., None] * directions[active, None, :])  # [A, S]
+    radius = config.step_scale * d
+    linked = torch.ones_like(d, dtype=torch.bool)
+    linked[:, 1:] = positions[:, :-1] + radius[:, :-1] >= positions[:, 1:] - radius[:, 1:]
+    allowed = linked & (positions < far[active, None])
+    reached = allowed.cumprod(dim=1).bool()  # a prefix of the samples
+    close = reached & (d < torch.maximum(slope[active, None] * positions, torch.full_like(d, config.hit_tolerance)))
+    arrived = close.any(dim=1)
+    index = torch.where(arrived, close.int().argmax(dim=1), reached.sum(dim=1) - 1)[:, None]
+    t_at, d_at = positions.gather(1, index).squeeze(1), d.gather(1, index).squeeze(1)
+    advance = config.step_scale * d_at
+    t_next = torch.where(arrived, t_at, t_at + advance)
+    t[active], step[active], last[active] = t_next, advance, d_at
+    return arrived, t_next >= far[active]
 
 
 def refine_hits(
@@ -165,9 +231,9 @@ def refine_hits(
     further than a small limit, is replaced by bisection, so a refinement never jumps
     across a thin sheet of the surface. Rays leave the iteration once they enter the
     surface with a Newton step |f / f'| < 1e-4 (taken, it leaves them at float precision
-    by quadratic convergence); rays that found a bracket are finished by multi-section
-    search. Returns the new t and whether each ray crossed the surface there; the others
-    only skimmed it.
+    by quadratic convergence), or once they can neither step nor bisect (they would stay
+    put); rays that found a bracket are finished by multi-section search. Returns the new
+    t and whether each ray crossed the surface there; the others only skimmed it.
     """
     h = config.derivative_step
     limit = 0.02
@@ -195,7 +261,9 @@ def refine_hits(
         lo[active], hi[active] = la, ha
         done = entering & (value.abs() < 1e-4 * slope.abs())
         crossed[active[done]] = True
-        active = active[~done]
+        # A ray that can neither step nor bisect stays where it is and would evaluate the
+        # same point again every remaining round.
+        active = active[~done & (usable | bisect)]
     bracketed = torch.isfinite(lo) & torch.isfinite(hi) & ~crossed
     if bracketed.any():
         index = torch.nonzero(bracketed).squeeze(-1)
@@ -211,10 +279,10 @@ def _bracket_search(
     lo: torch.Tensor,
     hi: torch.Tensor,
     config: TraceConfig,
-    sections: int = 8,
 ) -> torch.Tensor:
     """First sign change of f in [lo, hi] (f(lo) > 0 > f(hi)): each evaluation samples
-    ``sections − 1`` inner points at once and keeps the first section that changes sign."""
+    ``bracket_sections − 1`` inner points at once and keeps the first section that changes sign."""
+    sections = config.bracket_sections
     fractions = torch.arange(1, sections, device=lo.device, dtype=lo.dtype) / sections
     for _ in range(config.bracket_rounds):
         width = hi - lo
