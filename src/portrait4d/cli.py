@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from portrait4d import __version__
 from portrait4d.errors import UserInputError
 
-COMMANDS = ("synth", "manifest", "convert", "assets", "preprocess")
+COMMANDS = ("synth", "manifest", "convert", "assets", "preprocess", "train-encoders", "train-3d")
 """Subcommand names, in the order ``--help`` lists them (module ``portrait4d.commands.<name>``)."""
 
 
