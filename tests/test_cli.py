@@ -61,3 +61,9 @@ def test_console_entry_point_runs_as_a_module():
         [sys.executable, "-m", "portrait4d.cli", "--version"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stdout.startswith("portrait4d ")
+
+
+def test_building_the_parser_does_not_import_torch():
+    code = "import sys; from portrait4d import cli; cli.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from portrait4d.errors import UserInputError
-from portrait4d.train.config import add_training_arguments, config_from_arguments, config_to_yaml, load_config
+from portrait4d.commands.training_options import add_training_arguments
+from portrait4d.train.config import config_from_arguments, config_to_yaml, load_config
 from portrait4d.train.ema import EMAConfig, ema_beta, ema_copy, update_ema
 from portrait4d.train.losses import (
     LPIPS_ASSET,

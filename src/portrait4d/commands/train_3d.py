@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from portrait4d.commands.training_options import add_training_arguments
+
 HELP = "stage 1: train the static 3D synthesizer Ψ3d on synthetic multi-view heads"
 
 PRETRAINED_NAME = "psi3d"
@@ -12,8 +14,6 @@ PRETRAINED_NAME = "psi3d"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from portrait4d.train.config import add_training_arguments
-
     parser.add_argument("--preset", choices=("tiny", "mid", "official"), default=None,
                         help="model and schedule size (default: the config file's preset, else tiny)")
     parser.add_argument("--out", metavar="RUN", required=True, help="run folder (config, logs, checkpoints, psi3d/)")

@@ -90,31 +90,8 @@ def config_to_yaml(config: Any) -> str:
     return yaml.safe_dump(config_to_json(config), sort_keys=False, default_flow_style=None)
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE``, ``--set KEY=VALUE ...`` and ``--resume [latest|auto|FILE]`` for a training command."""
-    parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the preset's fields")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="override config fields with dotted keys, e.g. --set optim.lr=2e-4 loss.lpips=0",
-    )
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        metavar="latest|auto|FILE",
-        help="continue the run in the output folder from its newest training checkpoint (or the one given); "
-        "auto: resume if there is one, else start",
-    )
-
-
 def config_from_arguments(base: T, args: argparse.Namespace) -> T:
-    """The config that :func:`add_training_arguments`'s options describe, on top of ``base``."""
+    """The config that the options of :func:`portrait4d.commands.training_options.add_training_arguments` describe, on top of ``base``."""
     return load_config(base, args.config, args.overrides)
 
 
