@@ -26,6 +26,7 @@ from portrait4d.synthetic import (
     posed_points,
     render,
 )
+from portrait4d.synthetic import renderer as synthetic_renderer
 from portrait4d.synthetic.anatomy import BUST_TOP, HEAD_HULL, SCENE_BOUNDS
 from portrait4d.synthetic.landmarks import LEFT_EYE, RIGHT_EYE
 from portrait4d.synthetic.renderer import pixel_centres, pixel_rays, trace_rays
@@ -395,3 +396,21 @@ def test_exported_clip_round_trips_and_landmarks_project_in_every_view(tmp_path)
     assert shape == HeadShape.from_tensor(clip.shape.to_tensor()) and back.parameter_names["expression"] == list(Expression.names())
     assert back.fps == 25.0 and back.source == "synthetic" and back.extra == {"seed": 9}
     assert math.isinf(back.depth[0, 0, 0, 0].item())
+
+
+def test_render_uses_one_cpu_thread_and_restores_the_setting(monkeypatch):
+    seen = []
+    original = synthetic_renderer._render
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic_renderer, "_render", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        render(SyntheticHead.from_seed(0), frontal_label((1,)), 16)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
