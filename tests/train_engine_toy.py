@@ -23,7 +23,6 @@ from portrait4d.train import OptimizerSpec, Phase, RunContext, StepInfo, Trainer
 from portrait4d.train.ema import EMAConfig, ema_copy
 from portrait4d.train.losses import discriminator_loss, generator_adversarial_loss, l1_loss, r1_penalty
 from portrait4d.train.optim import OptimizerConfig, ParameterGroupRule
-from portrait4d.train.sampler import StreamSampler
 
 DATASET_SIZE = 24
 
@@ -104,14 +103,7 @@ class ToyTask:
         )
 
     def batches(self, context: RunContext, samples_seen: int):
-        sampler = StreamSampler(
-            size=DATASET_SIZE,
-            batch_size=context.batch_size,
-            rank=context.distributed.rank,
-            world_size=context.distributed.world_size,
-            seed=context.seed,
-            start=samples_seen,
-        )
+        sampler = context.sampler(DATASET_SIZE, samples_seen)
         loader = DataLoader(
             ToyData(), batch_size=context.local_batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0)
         )

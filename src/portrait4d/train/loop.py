@@ -64,6 +64,7 @@ from portrait4d.train.distributed import (
 )
 from portrait4d.train.ema import EMAConfig, ema_beta, update_ema
 from portrait4d.train.logs import RunLogger
+from portrait4d.train.sampler import StreamSampler
 from portrait4d.train.optim import OptimizerConfig, build_adam, describe_optimizer
 from portrait4d.train.precision import autocast, configure_backends
 from portrait4d.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -151,6 +152,17 @@ class RunContext:
     @property
     def local_batch_size(self) -> int:
         return self.batch_size // self.distributed.world_size
+
+    def sampler(self, size: int | None, start: int) -> StreamSampler:
+        """This rank's share of the run's sample stream, from position ``start`` (samples seen)."""
+        return StreamSampler(
+            size=size,
+            batch_size=self.batch_size,
+            rank=self.distributed.rank,
+            world_size=self.distributed.world_size,
+            seed=self.seed,
+            start=start,
+        )
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,6 @@ from portrait4d.train.losses import (
     random_box_points,
 )
 from portrait4d.train.optim import OptimizerConfig
-from portrait4d.train.sampler import StreamSampler
 from portrait4d.train.schedule import ResolutionRamp
 
 
@@ -254,14 +253,7 @@ class Stage1Task:
         return BankSpec(data.bank_heads, data.bank_views, self.preset.synthesizer.image_size, seed, data.views, world)
 
     def batches(self, context: RunContext, samples_seen: int) -> Iterator[PairBatch]:
-        sampler = StreamSampler(
-            size=None,
-            batch_size=context.batch_size,
-            rank=context.distributed.rank,
-            world_size=context.distributed.world_size,
-            seed=context.seed,
-            start=samples_seen,
-        )
+        sampler = context.sampler(None, samples_seen)
         loader = DataLoader(
             self.dataset(context),
             batch_size=context.local_batch_size,
