@@ -119,20 +119,19 @@ def run(args: argparse.Namespace) -> int:
     motion_training = dataclasses.replace(MotionTrainingConfig(), steps=args.steps)
     identity_training = dataclasses.replace(IdentityTrainingConfig(), steps=args.steps)
 
-    start = time.perf_counter()
-    logger = RunLogger(out / "logs" / MOTION_DIR, enabled=True, total_steps=args.steps, tensorboard=False)
-    try:
-        motion = train_motion_encoder(splits["train"], motion_config, motion_training, generator, device, logger)
-    finally:
-        logger.close()
-    timings["train_motion_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    logger = RunLogger(out / "logs" / IDENTITY_DIR, enabled=True, total_steps=args.steps, tensorboard=False)
-    try:
-        identity = train_identity_encoder(splits["train"], identity_config, identity_training, generator, device, logger)
-    finally:
-        logger.close()
-    timings["train_identity_s"] = time.perf_counter() - start
+    trained = {}
+    for name, train, model_config, training in (
+        (MOTION_DIR, train_motion_encoder, motion_config, motion_training),
+        (IDENTITY_DIR, train_identity_encoder, identity_config, identity_training),
+    ):
+        start = time.perf_counter()
+        logger = RunLogger(out / "logs" / name, enabled=True, total_steps=args.steps, tensorboard=False)
+        try:
+            trained[name] = train(splits["train"], model_config, training, generator, device, logger)
+        finally:
+            logger.close()
+        timings[f"train_{name}_s"] = time.perf_counter() - start
+    motion, identity = trained[MOTION_DIR], trained[IDENTITY_DIR]
 
     report = {
         "data": {
