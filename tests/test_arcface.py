@@ -7,6 +7,7 @@ import torch
 
 from portrait4d.errors import UserInputError
 from portrait4d.models import arcface
+from batchnorm_helpers import randomize_batchnorm_statistics
 
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -37,10 +38,7 @@ def _small_network(seed: int = 0) -> arcface.ArcFaceIResNet:
     """iresnet-18 layers on 32² faces (only ``fc`` changes size), non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
     network = arcface.ArcFaceIResNet(replace(arcface.iresnet18(), input_size=32))
-    for module in network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
+    randomize_batchnorm_statistics(network)
     return network
 
 

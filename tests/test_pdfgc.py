@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from portrait4d.errors import UserInputError
 from portrait4d.models import pdfgc
+from batchnorm_helpers import randomize_batchnorm_statistics
 
 MANIFESTS = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "manifests"
 
@@ -23,10 +24,7 @@ def _small_encoder(seed: int = 0) -> pdfgc.FanEncoder:
     """Official layers on 64² crops (only ``fc`` changes size), non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
     encoder = pdfgc.FanEncoder(replace(pdfgc.official(), crop_size=64))
-    for module in encoder.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
+    randomize_batchnorm_statistics(encoder)
     return encoder
 
 
