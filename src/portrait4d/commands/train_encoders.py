@@ -7,6 +7,12 @@ import argparse
 HELP = "train the motion and identity encoders on rendered synthetic heads and report held-out accuracy"
 
 MIN_SIZE = 16
+DEFAULT_SIZE = 96
+DEFAULT_CROP = 48
+"""A 96² render puts the face window at about 48² pixels: E_mot's crop is then near 1:1."""
+DEFAULT_IMAGES = 1200
+IDENTITY_SIZE = 32
+"""The identity encoder sees the whole image resized to this (or --size when smaller)."""
 MAX_SIZE = 512
 HELDOUT_FRACTION = 0.2
 MIN_HELDOUT_HEADS = 4
@@ -17,15 +23,19 @@ IDENTITY_DIR = "identity_encoder"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="folder for both checkpoints, report.json, logs and the data cache")
-    parser.add_argument("--images", type=int, default=2000, metavar="N",
-                        help=f"images to render in all; {HELDOUT_FRACTION:.0%}% of the heads are held out (default 2000)")
-    parser.add_argument("--size", type=int, default=64, metavar="S", help="image size in pixels, a multiple of 16 (default 64)")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, metavar="N",
+                        help=f"images to render in all; {HELDOUT_FRACTION:.0%}% of the heads are held out "
+                        f"(default {DEFAULT_IMAGES})")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="S",
+                        help=f"rendered image size in pixels, a multiple of 16 (default {DEFAULT_SIZE})")
+    parser.add_argument("--crop", type=int, default=DEFAULT_CROP, metavar="C",
+                        help=f"side of the motion encoder's face crop, a multiple of 16 (default {DEFAULT_CROP})")
     parser.add_argument("--steps", type=int, default=1000, metavar="K", help="training steps of each encoder (default 1000)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the data and the training (default 0)")
     parser.add_argument("--motion-dim", type=int, default=64, metavar="D", help="motion embedding size (default 64, the tiny preset's)")
     parser.add_argument("--identity-dim", type=int, default=128, metavar="D", help="identity embedding size (default 128)")
     parser.add_argument("--cache", metavar="DIR", help="where rendered images are kept and reused (default OUT/cache)")
-    parser.add_argument("--workers", type=int, default=0, metavar="W", help="extra processes that render (default 0)")
+    parser.add_argument("--workers", type=int, default=2, metavar="W", help="extra processes that render (default 2)")
     parser.add_argument("--threads", type=int, default=1, metavar="T",
                         help="CPU threads per process (default 1: the renderer is bound by per-operation overhead)")
     parser.add_argument("--device", default=None, help="torch device for training (default: cuda if available, else cpu)")
@@ -37,8 +47,9 @@ def _check(args: argparse.Namespace) -> None:
 
     if not args.out:
         raise UserInputError("--out DIR is required: the folder for the checkpoints and the report")
-    if not MIN_SIZE <= args.size <= MAX_SIZE or args.size % 16:
-        raise UserInputError(f"--size must be a multiple of 16 between {MIN_SIZE} and {MAX_SIZE}, got {args.size}")
+    for flag, value in (("--size", args.size), ("--crop", args.crop)):
+        if not MIN_SIZE <= value <= MAX_SIZE or value % 16:
+            raise UserInputError(f"{flag} must be a multiple of 16 between {MIN_SIZE} and {MAX_SIZE}, got {value}")
     if args.steps < 1:
         raise UserInputError(f"--steps must be at least 1, got {args.steps}")
     if not 0 <= args.seed < 2**32:
@@ -113,9 +124,10 @@ def run(args: argparse.Namespace) -> int:
         if reused:
             print(f"{split}: {config.images} images reused from {cache}")
 
-    generator = torch.Generator().manual_seed(args.seed)
-    motion_config = MotionEncoderConfig(image_size=args.size, embedding_dim=args.motion_dim)
-    identity_config = IdentityEncoderConfig(image_size=args.size, embedding_dim=args.identity_dim)
+    torch.manual_seed(args.seed)  # the networks' initial weights
+    generator = torch.Generator().manual_seed(args.seed)  # batches and augmentation
+    motion_config = MotionEncoderConfig(image_size=args.crop, embedding_dim=args.motion_dim)
+    identity_config = IdentityEncoderConfig(image_size=min(args.size, IDENTITY_SIZE), embedding_dim=args.identity_dim)
     motion_training = dataclasses.replace(MotionTrainingConfig(), steps=args.steps)
     identity_training = dataclasses.replace(IdentityTrainingConfig(), steps=args.steps)
 

@@ -132,8 +132,12 @@ class ViewBank:
 
     @classmethod
     def build(cls, generator: HeadGenerator, spec: BankSpec, workers: int = 0, progress: bool = True) -> ViewBank:
-        loader = DataLoader(
-            _BankHeads(generator, spec), batch_size=1, num_workers=workers, collate_fn=collate_views
+        loader = DataLoader(  # its own generator: building a bank must not move the global RNG
+            _BankHeads(generator, spec),
+            batch_size=1,
+            num_workers=workers,
+            collate_fn=collate_views,
+            generator=torch.Generator().manual_seed(spec.seed),
         )
         parts = [select_views(item, 0) for item in tqdm(loader, desc="rendering view bank", unit="head", disable=not progress)]
         stacked = collate_views(parts)

@@ -1,9 +1,8 @@
 """Rendered training data for the learned encoders, laid out so invariances can be learned.
 
-Each synthetic head (identity = shape α + appearance z) is rendered with
-``expressions_per_head`` expressions β, each from the same ``views_per_expression``
-random views of that head (stage-1 cameras θ, one head pose γ), so that images of one
-head and view differ by β alone; heads are drawn and rendered by the synthetic
+Each synthetic head (identity = shape α + appearance z, one head pose γ) is rendered with
+``expressions_per_head`` expressions β, each from ``views_per_expression`` random views
+of its own (stage-1 cameras θ); heads are drawn and rendered by the synthetic
 :class:`~portrait4d.generators.SyntheticHeadGenerator`. Every β is shown by exactly two
 heads: expression slots come in pairs k = 0, 1, …, and slot 2k of head h shares its β
 with slot 2k+1 of head h+k+1 (mod the number of heads), so the partner heads differ and
@@ -11,9 +10,10 @@ there are heads × expressions_per_head / 2 distinct expressions. That gives the
 encoder same-β pairs across identity and view, and the identity encoder same-head images
 across expression and view.
 
-Rendering is the slow part (about 0.1 s per 64² view on one core), so a split is
-rendered once — group by group, each group's randomness fixed by the seed, the split and
-its head and expression indices, so any worker count gives the same data — and kept as
+Rendering is the slow part (about 0.15 s per 64² view and 0.35 s per 128² view on one
+core), so a split is rendered once — group by group, each group's randomness fixed by the
+seed, the split and its head, expression and group indices, so any worker count gives the
+same data — and kept as
 an ``.npz`` cache that is reused when its settings match.
 """
 
@@ -34,20 +34,23 @@ from portrait4d.camera import sample_views
 from portrait4d.checkpoints import config_to_json
 from portrait4d.fileio import atomic_file
 from portrait4d.generators import SyntheticGeneratorConfig, SyntheticHeadGenerator
+from portrait4d.models.motion import clip_landmarks_to_crop
 
 _SPLITS = {"train": 0, "heldout": 1}
-_STREAMS = {"head": 0, "expression": 1, "views": 2}
-_CACHE_VERSION = 3
+_STREAMS = {"head": 0, "expression": 1, "pose": 2, "cameras": 3}
+_CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
 class EncoderDataConfig:
     """How many heads, expressions and views one split holds, and at what size."""
 
-    image_size: int = 64
+    image_size: int = 128
+    """128² gives the eyes enough pixels for E_mot's 64² face crop."""
     heads: int = 200
-    expressions_per_head: int = 4
-    views_per_expression: int = 2
+    expressions_per_head: int = 8
+    views_per_expression: int = 1
+    """One view per β and head: as many distinct β and cameras as images allow."""
     view_distribution: str = "stage1"
     """A name from :data:`portrait4d.camera.VIEW_DISTRIBUTIONS`."""
     pose_scale: float = 0.5
@@ -76,7 +79,9 @@ class EncoderDataset:
     """N rendered images with their labels (N = heads × expressions_per_head × views).
 
     images ``[N, 3, S, S]`` uint8 (sRGB); expression β ``[N, 9]``; head ``[N]`` and
-    expression_id ``[N]`` integer labels; cameras ``[N, 25]`` the effective (posed) cameras.
+    expression_id ``[N]`` integer labels; cameras ``[N, 25]`` the effective (posed) cameras;
+    landmarks ``[N, 68, 2]`` the head's 68 landmarks in image pixels, detector convention
+    (pixel centres at integers), as E_mot's face crop takes them.
     """
 
     images: torch.Tensor
@@ -84,6 +89,7 @@ class EncoderDataset:
     head: torch.Tensor
     expression_id: torch.Tensor
     cameras: torch.Tensor
+    landmarks: torch.Tensor
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -121,14 +127,15 @@ class _RenderGroups(Dataset):
         head, slot = divmod(group, config.expressions_per_head)
         pair, side = divmod(slot, 2)
         expression_id = pair * config.heads + (head - side * (pair + 1)) % config.heads
-        # identity and noise from the head's draw, β from the expression's; pose γ and
-        # cameras from the head's view draw, so a head's expressions share their views
+        # identity and noise from the head's draw, β from the expression's, pose γ from the
+        # head's pose draw; cameras from the group's own draw, so every image has its view
         identity = self.world.sample(_generator(self.seed, self.split, "head", head))
         expression = self.world.sample(_generator(self.seed, self.split, "expression", expression_id)).expression
-        views = _generator(self.seed, self.split, "views", head)
-        sample = dataclasses.replace(identity, expression=expression, pose=self.world.sample(views).pose)
+        pose = self.world.sample(_generator(self.seed, self.split, "pose", head)).pose
+        sample = dataclasses.replace(identity, expression=expression, pose=pose)
         n = config.views_per_expression
-        rendered = self.world.render(sample, sample_views(config.view_distribution, n, generator=views), config.image_size)
+        cameras = sample_views(config.view_distribution, n, generator=_generator(self.seed, self.split, "cameras", group))
+        rendered = self.world.render(sample, cameras, config.image_size)
         rgb = rendered.rgb  # [V, 3, S, S] in [-1, 1]
         return {
             "images": ((rgb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8),
@@ -136,6 +143,7 @@ class _RenderGroups(Dataset):
             "head": torch.full((n,), head),
             "expression_id": torch.full((n,), expression_id),
             "cameras": rendered.cameras,
+            "landmarks": clip_landmarks_to_crop(rendered.landmarks),
         }
 
 

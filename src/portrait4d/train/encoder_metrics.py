@@ -5,7 +5,9 @@ Motion (E_mot):
   against always predicting the training mean;
 * identity/view blindness: for every held-out image, its nearest neighbour among the
   images of *other* heads (Euclidean, in v) should show the same β; top-1 accuracy and
-  the neighbour's β error, against the same retrieval on raw pixels and against chance.
+  the neighbour's β error, against the same retrieval on raw pixels and against chance;
+  and the spread of v among images sharing one β over its spread across all images
+  (:func:`expression_spread_ratio`, 0 = blind to head and view).
 
 Identity: verification of every held-out image pair (same head or not) by cosine
 similarity — ROC-AUC over all pairs and over the pairs left when same-head pairs must
@@ -39,10 +41,15 @@ def _average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed(function: Callable[[torch.Tensor], torch.Tensor], data: EncoderDataset, device: torch.device | str) -> torch.Tensor:
-    """``function`` over every image of ``data`` in batches; result ``[N, ...]`` on the CPU."""
+def embed(
+    function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data: EncoderDataset, device: torch.device | str
+) -> torch.Tensor:
+    """``function(images, landmarks)`` over every image of ``data`` in batches; result ``[N, ...]`` on the CPU."""
     return torch.cat(
-        [function(data.float_images(slice(i, i + _BATCH), device)).float().cpu() for i in range(0, len(data), _BATCH)]
+        [
+            function(data.float_images(batch, device), data.landmarks[batch].to(device)).float().cpu()
+            for batch in (slice(i, i + _BATCH) for i in range(0, len(data), _BATCH))
+        ]
     )
 
 
@@ -71,6 +78,16 @@ def cross_head_retrieval(embeddings: torch.Tensor, data: EncoderDataset) -> dict
     }
 
 
+def expression_spread_ratio(embeddings: torch.Tensor, data: EncoderDataset) -> float:
+    """Spread of the embeddings ``[N, D]`` among images sharing one β (other heads and views)
+    over their spread across all images: 0 when v depends on β alone, about 1 when it
+    ignores β. Spread = summed per-dimension variance."""
+    members = data.members(data.expression_id)  # [E, M]
+    grouped = embeddings.double()[members]  # [E, M, D]
+    within = grouped.var(dim=1, unbiased=False).sum(dim=-1).mean()
+    return float(within / embeddings.double().var(dim=0, unbiased=False).sum().clamp_min(1e-12))
+
+
 def _retrieval_chance(data: EncoderDataset) -> float:
     same_head = data.head[:, None] == data.head[None, :]
     match = (data.expression_id[:, None] == data.expression_id[None, :]) & ~same_head
@@ -78,8 +95,11 @@ def _retrieval_chance(data: EncoderDataset) -> float:
 
 
 def motion_report(encoder: MotionEncoder, train: EncoderDataset, heldout: EncoderDataset, device: torch.device | str) -> dict:
-    """β error per field and cross-head retrieval on ``heldout``, each with its baseline."""
+    """β error per field, cross-head retrieval and the same-β spread of v on ``heldout``,
+    each with its baseline."""
     predicted = embed(encoder.expression, heldout, device)  # [N, 9]
+    embeddings = embed(encoder, heldout, device)  # [N, D]
+    raw = pixels(heldout)
     mean_baseline = train.expression.mean(dim=0).expand_as(heldout.expression)
     errors = (predicted - heldout.expression).abs().mean(dim=0)
     baseline = (mean_baseline - heldout.expression).abs().mean(dim=0)
@@ -92,9 +112,13 @@ def motion_report(encoder: MotionEncoder, train: EncoderDataset, heldout: Encode
             "train_mean_baseline_mean": float(baseline.mean()),
         },
         "cross_head_retrieval": {
-            "encoder": cross_head_retrieval(embed(encoder, heldout, device), heldout),
-            "raw_pixel_baseline": cross_head_retrieval(pixels(heldout), heldout),
+            "encoder": cross_head_retrieval(embeddings, heldout),
+            "raw_pixel_baseline": cross_head_retrieval(raw, heldout),
             "chance_top1": _retrieval_chance(heldout),
+        },
+        "same_expression_spread_ratio": {
+            "encoder": expression_spread_ratio(embeddings, heldout),
+            "raw_pixel_baseline": expression_spread_ratio(raw, heldout),
         },
     }
 
@@ -131,6 +155,6 @@ def _verification(embeddings: torch.Tensor, data: EncoderDataset) -> dict[str, f
 def identity_report(encoder: IdentityEncoder, heldout: EncoderDataset, device: torch.device | str) -> dict:
     """Same-head verification on ``heldout`` for the encoder and for raw-pixel cosine similarity."""
     return {
-        "encoder": _verification(embed(encoder, heldout, device), heldout),
+        "encoder": _verification(embed(lambda images, _: encoder(images), heldout, device), heldout),
         "raw_pixel_baseline": _verification(pixels(heldout), heldout),
     }

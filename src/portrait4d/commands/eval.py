@@ -1,0 +1,90 @@
+"""``portrait4d eval``: score a model on clip folders or the synthetic benchmark and write a report folder."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate a model (PSNR, SSIM, L1, LPIPS, identity, AED, APD, AKD, FD, novel views, depth) and write a report"
+
+PROTOCOL_CHOICES = {"both": ("self_reenactment", "cross_identity"), "self": ("self_reenactment",), "cross": ("cross_identity",)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from portrait4d.commands.reenact import DEVICES
+
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="synthesizer checkpoint to evaluate (train-4d RUN/psi, train-3d, convert)")
+    parser.add_argument(
+        "--clips", required=True, nargs="+", metavar="DIR",
+        help="clip folders (synth, preprocess) or one benchmark folder (make-benchmark)",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to create: report.json, report.md, contact_sheet.png")
+    parser.add_argument("--motion-encoder", metavar="PATH", help="E_mot overriding the checkpoint's (also used for AED)")
+    parser.add_argument("--protocols", default="both", choices=tuple(PROTOCOL_CHOICES), help="same-identity, cross-identity or both (default)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames of each clip (frame 0 is the source)")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="driving frames per batch (default 8)")
+    parser.add_argument("--lpips-weights", metavar="PATH", help="LPIPS-VGG v0.1 weights (default: the fetched lpips asset)")
+    parser.add_argument("--arcface-weights", metavar="PATH", help="ArcFace iresnet18 backbone.pth: standard identity similarity")
+    parser.add_argument("--identity-encoder", metavar="DIR", help="learned identity encoder, used when neither ArcFace nor the dlib asset is there")
+    parser.add_argument(
+        "--inception-weights", metavar="PATH",
+        help="TorchScript Inception-v3 with StyleGAN's feature interface: standard FID instead of fd_vgg16",
+    )  # fmt: skip
+    parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark detector (no AKD or APD)")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from portrait4d.errors import UserInputError
+    from portrait4d.fileio import is_empty_or_missing
+
+    if args.max_frames is not None and args.max_frames < 2:
+        raise UserInputError(f"--max-frames must be at least 2 (a source and a driving frame), got {args.max_frames}")
+    if args.batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.overwrite and not is_empty_or_missing(args.out):
+        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+
+
+def build_suite(args: argparse.Namespace, device):
+    """The metric networks chosen by the options, on ``device``."""
+    from portrait4d.evaluation import MetricSuite
+    from portrait4d.metrics import InceptionFeatures, LandmarkDetector, VGG16Features, load_identity_metric, load_perceptual_metric
+
+    perceptual = load_perceptual_metric(args.lpips_weights)
+    perceptual.network.to(device)
+    identity = load_identity_metric(args.arcface_weights, args.identity_encoder)
+    identity.embedder.to(device)
+    landmarks = None if args.no_landmarks else LandmarkDetector.from_assets()
+    features = InceptionFeatures(args.inception_weights) if args.inception_weights else VGG16Features(perceptual.network)
+    return MetricSuite(perceptual, identity, landmarks, features)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    import time
+
+    import torch
+
+    from portrait4d.commands.reenact import choose_device
+    from portrait4d.evaluation import evaluate, write_report
+    from portrait4d.evaluation.report import CONTACT_SHEET, REPORT_MARKDOWN
+    from portrait4d.inference import Avatar
+
+    start = time.perf_counter()
+    device = choose_device(args.device)
+    avatar = Avatar.load(args.checkpoint, args.motion_encoder, device=device)
+    suite = build_suite(args, device)
+    with torch.no_grad():
+        report, cases = evaluate(
+            avatar, args.clips, suite, PROTOCOL_CHOICES[args.protocols], args.max_frames, args.batch_size,
+            checkpoint=str(args.checkpoint), progress=lambda message: print(f"eval: {message}", flush=True),
+        )  # fmt: skip
+    try:
+        path = write_report(args.out, report, cases, overwrite=args.overwrite)
+    except OSError as error:
+        from portrait4d.errors import UserInputError
+
+        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
+    print(f"wrote {path / REPORT_MARKDOWN} and {path / CONTACT_SHEET} ({time.perf_counter() - start:.1f} s)")
+    return 0

@@ -1,0 +1,76 @@
+"""``portrait4d pseudo-mv``: a monocular clip made multi-view by the frozen Ψ3d (pseudo multi-view video)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "render every frame of a clip from new cameras with Ψ3d: a pseudo multi-view clip plus a grid video"
+
+MAX_VIEWS = 16
+GRID_VIDEO = "grid.mp4"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="PSI3D", required=True,
+                        help="Ψ3d checkpoint (train-3d's RUN/psi3d, or a converted official static snapshot)")
+    parser.add_argument("--clip", metavar="CLIP_DIR", required=True, help="input clip folder")
+    parser.add_argument("--views", type=int, default=4, metavar="V", help=f"pseudo views per frame, 1..{MAX_VIEWS} (default 4)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="output clip folder (must not exist or be empty)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pseudo cameras (default 0)")
+    parser.add_argument("--batch", type=int, default=4, metavar="N", help="frames reconstructed at once (default 4)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+
+
+def grid_video(frames, fps: float) -> bytes:
+    """uint8 frames [T, 3, H, W] -> an H.264 MP4 (yuv420p) in memory."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=round(fps) or 25)
+        stream.height, stream.width = frames.shape[2], frames.shape[3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            video_frame = av.VideoFrame.from_ndarray(frame.permute(1, 2, 0).contiguous().numpy(), format="rgb24")
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    from portrait4d.errors import UserInputError
+    from portrait4d.fileio import is_empty_or_missing
+
+    if not 1 <= args.views <= MAX_VIEWS:
+        raise UserInputError(f"--views must be between 1 and {MAX_VIEWS}, got {args.views}")
+    if args.batch < 1:
+        raise UserInputError(f"--batch must be at least 1, got {args.batch}")
+    if not args.overwrite and not is_empty_or_missing(args.out):
+        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+
+    import torch
+    from tqdm import tqdm
+
+    from portrait4d.data.clip_format import read_clip, write_clip
+    from portrait4d.presets import load_pretrained
+    from portrait4d.pseudo_views import as_static, pseudo_multiview_clip, view_grid
+
+    psi3d = as_static(load_pretrained(args.checkpoint)).to(torch.device(args.device)).eval()
+    clip = read_clip(args.clip)
+    size = psi3d.config.image_size
+    if clip.size != (size, size):
+        raise UserInputError(f"{args.clip} has {clip.size[0]}x{clip.size[1]} frames; Ψ3d reads {size}x{size}")
+    with tqdm(total=clip.n_frames, desc="pseudo-mv", unit="frame") as bar:
+        data = pseudo_multiview_clip(psi3d, clip, args.views, args.seed, frames_per_batch=args.batch, progress=bar.update)
+    video = grid_video(view_grid(data), data.fps)
+    try:
+        path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={GRID_VIDEO: video})
+    except FileExistsError as error:
+        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)") from error
+    except OSError as error:
+        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
+    print(f"wrote {path}: {clip.n_frames} frames x {args.views} pseudo views, grid video {path / GRID_VIDEO}")
+    return 0

@@ -1,0 +1,84 @@
+"""Fréchet distance between two image sets: standard FID with the user's Inception, else ``fd_vgg16``.
+
+FD = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) of Gaussians fitted to network features.
+Standard FID needs the Inception-v3 weights of the TensorFlow FID release, which no package
+registry carries: pass them as a TorchScript module with StyleGAN's metric interface
+(``net(images uint8 [B, 3, H, W], return_features=True) → [B, 2048]``; StyleGAN's
+``inception-2015-12-05.pkl`` becomes one with ``torch.jit.save(pickle.load(f), path)``).
+Without them the features are the spatial mean of LPIPS-VGG16's relu5_3 at 224² and the
+metric is called ``fd_vgg16``: same formula, different network, not comparable with FID.
+Lower is better; small sets (a few hundred images) bias FD upwards.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from portrait4d.models.lpips import LPIPS
+
+VGG_INPUT_SIZE = 224
+
+
+def gaussian_frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, cov_b: np.ndarray) -> float:
+    """FD between N(mean_a, cov_a) and N(mean_b, cov_b) (float64)."""
+    with warnings.catch_warnings():  # few samples make singular covariances; the nudge below handles them
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(root).all():
+            offset = np.eye(len(cov_a)) * 1e-6
+            root = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    root = np.real(root)
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root))
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """FD between feature sets ``[N, D]`` and ``[M, D]`` (N, M >= 2)."""
+    if min(len(features_a), len(features_b)) < 2:
+        raise ValueError("a Fréchet distance needs at least two images on each side")
+    a, b = (f.double().cpu().numpy() for f in (features_a, features_b))
+    return gaussian_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+class VGG16Features:
+    """``fd_vgg16`` features: LPIPS-VGG16 relu5_3 averaged over space, ``[B, 512]``."""
+
+    name = "fd_vgg16"
+
+    def __init__(self, lpips: LPIPS) -> None:
+        self.lpips = lpips
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``[B, 3, H, W]`` in [-1, 1] → ``[B, 512]``."""
+        device = next(self.lpips.parameters()).device
+        resized = F.interpolate(images.to(device).float(), size=(VGG_INPUT_SIZE, VGG_INPUT_SIZE), mode="bilinear", antialias=True)
+        return self.lpips.net(self.lpips.scaling_layer(resized))[-1].mean(dim=(2, 3)).cpu()
+
+
+class InceptionFeatures:
+    """Standard FID features from the user's TorchScript Inception-v3, ``[B, 2048]``."""
+
+    name = "fid"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from portrait4d.errors import UserInputError
+
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is the format the FID Inception ships in
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.network = torch.jit.load(str(path), map_location="cpu").eval()
+        except (OSError, RuntimeError, ValueError) as error:
+            raise UserInputError(f"cannot load {path} as a TorchScript Inception network: {error}") from None
+        self.path = str(path)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``[B, 3, H, W]`` in [-1, 1] → ``[B, 2048]``."""
+        pixels = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).cpu()
+        return self.network(pixels, return_features=True).float()

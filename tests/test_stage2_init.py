@@ -1,0 +1,70 @@
+"""Ψ initialised from Ψ3d: tensors copied by name, cross-attention outputs zeroed, Ψ = Ψ3d for any motion."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from portrait4d import camera, presets
+from portrait4d.models.synthesizer import MotionInputs, Synthesizer
+from portrait4d.train.init_from_static import copy_matching, init_from_static
+from stage2_helpers import tiny_psi3d, with_cross_attention_outputs
+
+
+def outputs(psi: Synthesizer, motion: MotionInputs | None, source: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = psi(source, motion, cameras, generator=torch.Generator().manual_seed(0))
+    return torch.cat([out.image_sr.flatten(1), out.depth.flatten(1), out.seg.flatten(1)], dim=1)
+
+
+@pytest.mark.parametrize("motion_dim", [64, 548])
+def test_psi_starts_equal_to_psi3d_for_any_driving_embedding(motion_dim):
+    psi3d = with_cross_attention_outputs(tiny_psi3d())  # init must zero these
+    torch.manual_seed(2)
+    psi = Synthesizer(replace(presets.tiny().synthesizer, motion_dim=motion_dim))
+    report = init_from_static(psi, psi3d.state_dict())
+    g = torch.Generator().manual_seed(3)
+    source = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    cameras = camera.sample_views("pseudo", 2, generator=g)
+    expected = outputs(psi3d, None, source, cameras)
+    for _ in range(3):
+        motion = MotionInputs(torch.randn(2, motion_dim, generator=g) * 3, torch.randn(2, motion_dim, generator=g) * 3)
+        torch.testing.assert_close(outputs(psi, motion, source, cameras), expected, atol=1e-6, rtol=1e-6)
+    blocks = psi.config.motion_transformer.num_blocks_neutral + psi.config.motion_transformer.num_blocks_motion
+    assert len(report.zeroed) == 2 * blocks and all(".attn2.proj." in name for name in report.zeroed)
+    names = set(psi.state_dict())
+    if motion_dim == 64:
+        assert set(report.copied) == names and not report.skipped
+    else:  # E_mot of another size: only the motion MLPs' input layers keep their fresh values
+        assert set(report.skipped) == {"encoder_canonical.maps.0.weight", "encoder_canonical.maps_neutral.0.weight"}
+        assert set(report.copied) == names - set(report.skipped)
+
+
+def test_without_zeroing_the_copy_alone_would_depend_on_motion():
+    """The check above can fail: a plain copy of a Ψ3d whose cross-attention outputs are not zero."""
+    psi3d = with_cross_attention_outputs(tiny_psi3d())
+    psi = Synthesizer(presets.tiny().synthesizer)
+    copy_matching(psi, psi3d.state_dict())
+    g = torch.Generator().manual_seed(3)
+    source = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    cameras = camera.sample_views("pseudo", 1, generator=g)
+    motion = MotionInputs(torch.randn(1, 64, generator=g) * 3, torch.randn(1, 64, generator=g) * 3)
+    assert not torch.allclose(outputs(psi, motion, source, cameras), outputs(psi3d, None, source, cameras), atol=1e-4)
+
+
+def test_copy_report_and_refusals():
+    psi3d = tiny_psi3d()
+    static = Synthesizer(psi3d.config)
+    with pytest.raises(ValueError, match="4D synthesizer"):
+        init_from_static(static, psi3d.state_dict())
+    D = presets.build_discriminator(presets.tiny())
+    source = {name: torch.full_like(t, 0.5) for name, t in D.state_dict().items()}
+    source["extra.weight"] = torch.zeros(1)
+    first = next(iter(source))
+    source[first] = torch.zeros(1)  # wrong shape: skipped with a reason
+    report = copy_matching(D, source)
+    assert report.unused == ["extra.weight"] and first in report.skipped and "shape" in report.skipped[first]
+    assert len(report.copied) == len(D.state_dict()) - 1
+    assert all(float(D.state_dict()[name].float().mean()) == 0.5 for name in report.copied if D.state_dict()[name].is_floating_point())
