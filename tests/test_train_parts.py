@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -312,3 +312,18 @@ def test_rng_state_round_trip_covers_every_generator():
     restore_rng_state(state)
     second = (random.random(), float(np.random.rand()), torch.rand(2))
     assert first[:2] == second[:2] and torch.equal(first[2], second[2])
+
+
+def test_identity_encoder_path_feeds_the_learned_identity_loss(tmp_path):
+    from portrait4d.models.learned_encoders import IdentityEncoder, IdentityEncoderConfig, save_learned_encoder
+
+    torch.manual_seed(0)
+    encoder = IdentityEncoder(IdentityEncoderConfig(image_size=32, widths=(8, 16), hidden_dim=16, embedding_dim=8))
+    save_learned_encoder(tmp_path / "identity", encoder)
+    config = LossConfig(asset_cache=str(tmp_path / "no-assets"), lpips=0.0, identity_encoder=str(tmp_path / "identity"))
+    networks = load_loss_networks(config)
+    assert "learned identity encoder from" in networks.identity_note
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(networks.identity(images, None), encoder(images))
+    with pytest.raises(UserInputError):
+        load_loss_networks(replace(config, identity_encoder=str(tmp_path / "missing")))

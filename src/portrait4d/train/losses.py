@@ -53,6 +53,9 @@ class LossConfig:
     identity_network: IdentityPreference = "auto"
     arcface_weights: str | None = None
     """insightface ``backbone.pth`` (iresnet18) for the official identity loss."""
+    identity_encoder: str | None = None
+    """A learned identity encoder (``portrait4d train-encoders``' ``identity_encoder``
+    folder): used when ArcFace and dlib are not, or when ``identity_network`` is learned."""
     lpips_weights: str | None = None
     """LPIPS safetensors file; by default the asset from ``portrait4d assets fetch lpips``."""
     asset_cache: str | None = None
@@ -152,10 +155,19 @@ def load_loss_networks(config: LossConfig, learned_identity: nn.Module | None = 
                 lpips, lpips_note = load_lpips(path), f"LPIPS-VGG from {path}"
     identity, identity_note = None, "not needed (weight 0)"
     if config.identity:
+        if learned_identity is None and config.identity_encoder is not None:
+            learned_identity = _load_learned_identity(config.identity_encoder)
         choice = choose_identity(config.identity_network, config.arcface_weights, config.asset_cache, learned_identity)
         identity = choice.embedder
         identity_note = choice.note if identity is not None else f"OFF: {choice.note}"
     return LossNetworks(lpips, identity, lpips_note, identity_note)
+
+
+def _load_learned_identity(path: str) -> nn.Module:
+    from portrait4d.models.learned_encoders import load_identity_encoder
+    from portrait4d.train.identity import ImageIdentity
+
+    return ImageIdentity(load_identity_encoder(path), f"learned identity encoder from {path}")
 
 
 def describe_losses(config: LossConfig, networks: LossNetworks) -> list[str]:
