@@ -325,6 +325,7 @@ def test_cli_help_and_bad_input(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_train_encoders_default_run_beats_baselines_on_heldout_heads(tmp_path):
     """The command's defaults (the setting the bundled encoders are trained with): several
     minutes on two cores, most of it rendering 1,200 images."""

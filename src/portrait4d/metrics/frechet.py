@@ -13,10 +13,8 @@ Lower is better; small sets (a few hundred images) bias FD upwards.
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 
@@ -26,15 +24,22 @@ VGG_INPUT_SIZE = 224
 
 
 def gaussian_frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, cov_b: np.ndarray) -> float:
-    """FD between N(mean_a, cov_a) and N(mean_b, cov_b) (float64)."""
-    with warnings.catch_warnings():  # few samples make singular covariances; the nudge below handles them
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        root = scipy.linalg.sqrtm(cov_a @ cov_b)
-        if not np.isfinite(root).all():
-            offset = np.eye(len(cov_a)) * 1e-6
-            root = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    root = np.real(root)
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root))
+    """FD between N(mean_a, cov_a) and N(mean_b, cov_b) (float64).
+
+    tr((Σ_a Σ_b)^½) is taken as Σ √λ over the eigenvalues λ of the symmetric Σ_a^½ Σ_b Σ_a^½,
+    which has the same spectrum; eigenvalues are clipped at 0, so singular covariances from
+    few samples need no special case.
+    """
+    root_a = _psd_sqrt(cov_a)
+    product = root_a @ cov_b @ root_a
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2.0), 0.0, None)).sum()
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_root)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a positive semi-definite matrix."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
