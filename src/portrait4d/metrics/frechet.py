@@ -13,6 +13,7 @@ Lower is better; small sets (a few hundred images) bias FD upwards.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
