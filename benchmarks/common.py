@@ -55,3 +55,24 @@ def write_results(name: str, report: dict[str, Any]) -> Path:
     os.replace(temporary, path)
     print(f"wrote {path}")
     return path
+
+
+def training_speed(task: Any, config: Any, device: str, batch: int) -> dict[str, Any]:
+    """Run ``task`` with the real Trainer for ``config.trainer.steps`` steps in a scratch folder
+    and report the engine's last logged rate (steps/s, images/s), the loss terms that were
+    on, and peak memory. Log every half of the run so the last interval excludes warm-up."""
+    import resource
+    import tempfile
+
+    from portrait4d.train import Trainer
+
+    with tempfile.TemporaryDirectory() as run:
+        Trainer(task, config.trainer, run, resolved_config=config).run()
+        lines = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    steps_per_s = lines[-1]["speed/steps_per_s"]
+    terms = sorted(k for k in lines[-1] if k.startswith(("G_", "D_")) and not k.endswith("/total"))
+    report = {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch, "terms": terms}
+    if torch.device(device).type == "cuda":
+        report["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -23,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_facts, write_results  # noqa: E402
+from common import machine_facts, training_speed, write_results  # noqa: E402
 
-from portrait4d.train import Trainer  # noqa: E402
 from portrait4d.train.config import load_config  # noqa: E402
 from portrait4d.train.stage1 import STAGE1_PRESETS, Stage1Task  # noqa: E402
 
@@ -47,16 +45,7 @@ def measure(preset: str, device: str, batch: int, warmup: int, steps: int, regim
         raise ValueError("the benchmark logs one interval of warm-up and one of timing: use equal counts")
     config = load_config(STAGE1_PRESETS[preset](), None, overrides)
     task = Stage1Task(config)
-    with tempfile.TemporaryDirectory() as run:
-        Trainer(task, config.trainer, run, resolved_config=config).run()
-        lines = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-    steps_per_s = lines[-1]["speed/steps_per_s"]
-    report = {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch, "terms": sorted(
-        k for k in lines[-1] if k.startswith(("G_", "D_")) and not k.endswith("/total"))}
-    if torch.device(device).type == "cuda":
-        report["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return report
+    return training_speed(task, config, device, batch)
 
 
 def main() -> None:

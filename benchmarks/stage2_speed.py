@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from dataclasses import replace
@@ -26,12 +25,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_facts, write_results  # noqa: E402
+from common import machine_facts, training_speed, write_results  # noqa: E402
 
 from portrait4d import camera, presets  # noqa: E402
 from portrait4d.data.clip_format import ClipData, write_clip  # noqa: E402
 from portrait4d.models.synthesizer import Synthesizer  # noqa: E402
-from portrait4d.train import Trainer  # noqa: E402
 from portrait4d.train.config import load_config  # noqa: E402
 from portrait4d.train.stage2 import STAGE2_PRESETS, Stage2Task  # noqa: E402
 
@@ -82,16 +80,7 @@ def measure(preset: str, device: str, batch: int, steps: int, regime: list[str],
     torch.manual_seed(0)
     psi3d = Synthesizer(replace(model.synthesizer, static=True))
     task = Stage2Task(config, psi3d=psi3d, motion_encoder=RandomConvMotion(model.synthesizer.motion_dim))
-    with tempfile.TemporaryDirectory() as run:
-        Trainer(task, config.trainer, run, resolved_config=config).run()
-        lines = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-    steps_per_s = lines[-1]["speed/steps_per_s"]
-    report = {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch, "terms": sorted(
-        k for k in lines[-1] if k.startswith(("G_", "D_")) and not k.endswith("/total"))}  # fmt: skip
-    if torch.device(device).type == "cuda":
-        report["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return report
+    return training_speed(task, config, device, batch)
 
 
 def main() -> None:

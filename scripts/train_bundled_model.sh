@@ -18,7 +18,7 @@ portrait4d train-encoders --out "$RUN/encoders" --seed 0 --overwrite
 
 # 2. Stage 1: Ψ3d from synthetic multi-view pairs (identity loss off: it triples the step cost on CPU)
 portrait4d train-3d --preset tiny --out "$RUN/stage1" --resume auto --set \
-  trainer.steps=1500 trainer.checkpoint_every=250 loss.identity=0 data.bank_heads=256
+  trainer.steps=1000 trainer.checkpoint_every=250 loss.identity=0 data.bank_heads=256
 
 # 3. Monocular training clips (seeds 100-131; the evaluation benchmark uses seeds >= 2^40)
 for seed in $(seq 100 131); do
@@ -29,7 +29,7 @@ done
 # 4. Stage 2: Ψ by cross-view self-reenactment (paper schedule), learned E_mot and identity
 portrait4d train-4d --preset tiny --out "$RUN/stage2" --resume auto \
   --init "$RUN/stage1/psi3d" --motion-encoder "$RUN/encoders/motion_encoder" --clips "$RUN/clips" \
-  --set trainer.steps=STAGE2_STEPS loss.identity_encoder="$RUN/encoders/identity_encoder"
+  --set trainer.steps=800 loss.identity_network=learned loss.identity_encoder="$RUN/encoders/identity_encoder"
 
 # 5. Bundle: the model, a source portrait (seed 900) and a driving clip (seed 901), all unseen in training
 portrait4d synth --out "$RUN/sample_source" --frames 1 --views 0 --size 64 --seed 900 --overwrite

@@ -119,22 +119,7 @@ def pseudo_multiview_clip(
     landmarks = view_landmarks(cameras.flatten(0, 1), size).unflatten(0, (t, v)) - CLIP_TO_DETECTOR_OFFSET
     views = ClipViews(images=torch.cat(images), cameras=cameras, landmarks=landmarks, masks=torch.cat(masks))
     extra = {**clip.extra, "pseudo_views": {"seed": seed, "distribution": distribution, "renderer": "Ψ3d"}}
-    return ClipData(
-        frames=clip.frames,
-        cameras=clip.cameras,
-        landmarks=clip.landmarks,
-        fps=clip.fps,
-        source=f"pseudo multi-view of {clip.source}",
-        landmarks_visible=clip.landmarks_visible,
-        landmarks_3d=clip.landmarks_3d,
-        masks=clip.masks,
-        depth=clip.depth,
-        parameters=clip.parameters,
-        parameter_names=clip.parameter_names,
-        motion=clip.motion,
-        views=views,
-        extra=extra,
-    )
+    return replace(clip, source=f"pseudo multi-view of {clip.source}", views=views, extra=extra)
 
 
 def view_grid(clip: ClipData) -> torch.Tensor:

@@ -645,6 +645,7 @@ def expression_error(
     out = G(pairs.source, motion_inputs, probe.cameras, resolution=resolution)
     return float((judge(out.image_sr, probe.truth_landmarks) - judge(probe.truth, probe.truth_landmarks)).norm(dim=-1).mean())
 
+
 def save_psi(path: str | os.PathLike, task: Stage2Task, step: int) -> Path:
     """Write Ψ (G_ema) and D as a ``synthesizer`` checkpoint at ``path`` with the E_mot it was
     trained with: a learned encoder nested in ``path/motion_encoder``, PD-FGC by name
