@@ -33,7 +33,7 @@ def randomised_synthesizer(preset: presets.ModelPreset, seed: int = 0) -> Synthe
 
 
 def tiny_checkpoint(path: Path, static: bool = False, seed: int = 0) -> Path:
-    """A tiny-preset synthesizer checkpoint; non-static ones nest an untrained learned E_mot (contracts §2)."""
+    """A tiny-preset synthesizer checkpoint; non-static ones nest an untrained learned E_mot."""
     preset = presets.tiny()
     if static:
         preset = replace(preset, synthesizer=replace(preset.synthesizer, static=True))

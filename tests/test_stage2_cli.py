@@ -1,4 +1,4 @@
-"""``portrait4d train-4d`` and the RUN/psi output layout (contracts §2)."""
+"""``portrait4d train-4d`` and the RUN/psi output layout."""
 
 from __future__ import annotations
 

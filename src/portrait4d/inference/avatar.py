@@ -12,7 +12,7 @@ super-resolution frame by frame, each frame with the same freshly seeded ray-sam
 jitter. So a frame's pixels do not depend on the batch size or on its neighbours, and a
 still head does not shimmer from frame to frame. No gradients are kept.
 
-E_mot is found as contracts §2 of the project lays out: an explicit path, else the
+E_mot is found in this order (the layout `train-4d` writes): an explicit path, else the
 checkpoint's nested ``motion_encoder/`` (or the one its ``extra`` names), else a PD-FGC
 network stored in the checkpoint. Static checkpoints (Ψ3d) need none.
 """
@@ -31,18 +31,12 @@ import torch
 
 from portrait4d.checkpoints import read_checkpoint_config
 from portrait4d.errors import UserInputError
-from portrait4d.models.motion import MotionEmbedder, PDFGCMotion
+from portrait4d.models.motion import NESTED_MOTION_ENCODER, PDFGC_MARKER, MotionEmbedder, PDFGCMotion
 from portrait4d.models.synthesizer import SourceCache, Synthesizer, SynthesizerOutput
 from portrait4d.presets import SYNTHESIZER_KIND, load_pretrained
 
 PRECISIONS = ("fp32", "bf16")
 """``bf16`` runs the networks under CUDA autocast; outputs are always float32."""
-
-NESTED_MOTION_ENCODER = "motion_encoder"
-"""Folder inside a stage-2 checkpoint holding the learned E_mot it was trained with."""
-
-PDFGC_MARKER = "pdfgc"
-"""``extra["motion_encoder"]`` value of checkpoints trained with PD-FGC motion."""
 
 JITTER_SEED = 0
 """Seed of the ray-sampling jitter, re-drawn identically for every rendered frame."""

@@ -28,6 +28,12 @@ from portrait4d.camera import project
 from portrait4d.models.face_crop import pdfgc_crop
 from portrait4d.models.pdfgc import FanEncoder
 
+NESTED_MOTION_ENCODER = "motion_encoder"
+"""Folder inside a stage-2 checkpoint (``RUN/psi``) holding the learned E_mot it was trained with."""
+
+PDFGC_MARKER = "pdfgc"
+"""Network name of PD-FGC in checkpoints, and ``extra["motion_encoder"]`` of a Ψ trained with it."""
+
 CLIP_TO_DETECTOR_OFFSET = -0.5
 """Clip files (and :func:`portrait4d.camera.project`) put pixel centres at half-integers."""
 

@@ -51,7 +51,7 @@ from portrait4d.errors import UserInputError
 from portrait4d.checkpoints import check_destination
 from portrait4d.fileio import atomic_directory, write_text_atomic
 from portrait4d.models.discriminator import DiscriminatorInput
-from portrait4d.models.motion import MotionEmbedder, PDFGCMotion
+from portrait4d.models.motion import NESTED_MOTION_ENCODER, PDFGC_MARKER, MotionEmbedder, PDFGCMotion
 from portrait4d.models.synthesizer import MotionInputs, Synthesizer, SynthesizerConfig, SynthesizerOutput
 from portrait4d.presets import ModelPreset
 from portrait4d.pseudo_views import as_static, freeze, render_views, view_landmarks
@@ -85,8 +85,6 @@ CROSS_GROUP = ParameterGroupRule(
 block's cross-attention and its norm."""
 
 INIT_REPORT_FILE = "init_report.json"
-MOTION_ENCODER_FOLDER = "motion_encoder"
-"""Folder inside ``RUN/psi`` holding a learned E_mot (contracts §2)."""
 
 Schedule = Literal["paper", "official"]
 
@@ -655,9 +653,9 @@ def save_psi(path: str | os.PathLike, task: Stage2Task, step: int) -> Path:
     path = Path(path)
     check_destination(path)
     if isinstance(task.motion, MotionEncoder):
-        reference = MOTION_ENCODER_FOLDER
+        reference = NESTED_MOTION_ENCODER
     elif isinstance(task.motion, PDFGCMotion):
-        reference = "pdfgc"
+        reference = PDFGC_MARKER
     else:
         raise ValueError(f"cannot record E_mot {task.motion.name!r}: neither a learned motion encoder nor PD-FGC")
     extra = {"motion_encoder": reference, "init": {name: r.summary() for name, r in task.init_reports.items()}}
@@ -665,6 +663,6 @@ def save_psi(path: str | os.PathLike, task: Stage2Task, step: int) -> Path:
         presets.save_pretrained(
             folder, task.preset, {"G_ema": task.G_ema, "D": task.D}, step=step, configs={"stage2": task.config}, extra=extra
         )
-        if reference == MOTION_ENCODER_FOLDER:
-            save_learned_encoder(folder / MOTION_ENCODER_FOLDER, task.motion)
+        if reference == NESTED_MOTION_ENCODER:
+            save_learned_encoder(folder / NESTED_MOTION_ENCODER, task.motion)
     return path
