@@ -13,7 +13,7 @@ from PIL import Image
 
 from portrait4d import cli
 from portrait4d.assets import require
-from portrait4d.data.clip_format import read_clip
+from portrait4d.data.clip_format import read_clip, read_clip_meta
 from portrait4d.errors import UserInputError
 from portrait4d.inference import bundled
 from portrait4d.inference.video import VideoWriter
@@ -232,3 +232,16 @@ def test_demo_defaults_to_the_bundled_model_and_sample(files, monkeypatch, tmp_p
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--device", "cpu", "--orbit-frames", "3"]) == 0
     assert len(_decode(out / "reenactment.mp4")[0]) == 5 and len(_decode(out / "orbit.mp4")[0]) == 3
+
+
+def test_the_shipped_bundle_runs_the_demo(tmp_path):
+    """The package's own bundled model and sample (the README's main job), end to end."""
+    paths = bundled.bundled_paths()
+    size = sum(f.stat().st_size for f in paths.checkpoint.parent.rglob("*") if f.is_file())
+    assert size < 30 * 2**20
+    meta = read_clip_meta(paths.driving)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--device", "cpu", "--orbit-frames", "4"]) == 0
+    frames, rate = _decode(out / "reenactment.mp4")
+    assert len(frames) == meta["n_frames"] and rate == meta["fps"]
+    assert len(_decode(out / "orbit.mp4")[0]) == 4 and (out / "contact_sheet.png").is_file()
