@@ -68,3 +68,30 @@ def test_copy_report_and_refusals():
     assert report.unused == ["extra.weight"] and first in report.skipped and "shape" in report.skipped[first]
     assert len(report.copied) == len(D.state_dict()) - 1
     assert all(float(D.state_dict()[name].float().mean()) == 0.5 for name in report.copied if D.state_dict()[name].is_floating_point())
+
+
+def test_redrawn_motion_path_keeps_psi_equal_to_psi3d_and_carries_the_motion():
+    """``motion_path: redraw``: Ψ still equals Ψ3d, but v's variation reaches the motion tokens
+    at full strength instead of ~1000x attenuated by the copied std-0.02 init."""
+    psi3d = tiny_psi3d()
+    copied, redrawn = Synthesizer(presets.tiny().synthesizer), Synthesizer(presets.tiny().synthesizer)
+    init_from_static(copied, psi3d.state_dict())
+    report = init_from_static(redrawn, psi3d.state_dict(), redraw=True, seed=0)
+    assert report.redrawn and not set(report.redrawn) & set(report.copied)
+    assert all(name.startswith(("encoder_canonical.maps", "encoder_canonical.proj_y")) or ".attn2.q." in name
+               or ".attn2.kv." in name for name in report.redrawn)  # fmt: skip
+    g = torch.Generator().manual_seed(4)
+    source = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    cameras = camera.sample_views("pseudo", 2, generator=g)
+    motion = MotionInputs(torch.randn(2, 64, generator=g), torch.randn(2, 64, generator=g))
+    torch.testing.assert_close(outputs(redrawn, motion, source, cameras), outputs(psi3d, None, source, cameras), atol=1e-6, rtol=1e-6)
+    v = torch.randn(64, 64, generator=g) * 0.3  # the learned E_mot's spread per dimension is about 0.3
+
+    def token_spread(psi: Synthesizer) -> float:
+        with torch.no_grad():
+            return float(psi.encoder_canonical.motion_tokens(v, neutral=False).std(0).mean())
+
+    assert token_spread(redrawn) > 100 * token_spread(copied)
+    again = Synthesizer(presets.tiny().synthesizer)
+    init_from_static(again, psi3d.state_dict(), redraw=True, seed=0)
+    torch.testing.assert_close(again.state_dict(), redrawn.state_dict())  # seeded

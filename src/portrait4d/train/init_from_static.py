@@ -14,6 +14,7 @@ The same copy-by-name serves the discriminator (D of stage 2 starts from Ψ3d's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -32,6 +33,8 @@ class InitReport:
 
     copied: list[str] = field(default_factory=list)
     zeroed: list[str] = field(default_factory=list)
+    redrawn: list[str] = field(default_factory=list)
+    """Motion-path tensors drawn afresh instead of copied (``redraw``)."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Name -> why it kept its fresh value."""
     unused: list[str] = field(default_factory=list)
@@ -39,7 +42,7 @@ class InitReport:
 
     def summary(self) -> str:
         return (
-            f"{len(self.copied)} copied, {len(self.zeroed)} zeroed, {len(self.skipped)} skipped, "
+            f"{len(self.copied)} copied, {len(self.zeroed)} zeroed, {len(self.redrawn)} redrawn, {len(self.skipped)} skipped, "
             f"{len(self.unused)} unused in the source"
         )
 
@@ -65,11 +68,17 @@ def copy_matching(module: nn.Module, source: Mapping[str, torch.Tensor]) -> Init
 
 
 @torch.no_grad()
-def init_from_static(psi: Synthesizer, psi3d_state: Mapping[str, torch.Tensor]) -> InitReport:
-    """Ψ <- Ψ3d's tensors, with every motion cross-attention output projection zeroed."""
+def init_from_static(
+    psi: Synthesizer, psi3d_state: Mapping[str, torch.Tensor], redraw: bool = False, seed: int = 0
+) -> InitReport:
+    """Ψ <- Ψ3d's tensors, with every motion cross-attention output projection zeroed (so Ψ
+    equals Ψ3d for any motion); with ``redraw`` the rest of the motion path is drawn afresh."""
     if psi.config.static:
         raise ValueError("the destination must be the 4D synthesizer Ψ (config.static = False)")
     report = copy_matching(psi, psi3d_state)
+    if redraw:
+        report.redrawn = redraw_motion_path(psi, torch.Generator().manual_seed(seed))
+        report.copied = [name for name in report.copied if name not in report.redrawn]
     state = psi.state_dict()
     for name in state:
         if name.startswith("encoder_canonical.") and CROSS_ATTENTION_OUTPUT in name:
@@ -78,3 +87,25 @@ def init_from_static(psi: Synthesizer, psi3d_state: Mapping[str, torch.Tensor]) 
     if not report.zeroed:
         raise ValueError("Ψ has no cross-attention output projections named *attn2.proj.*")
     return report
+
+
+@torch.no_grad()
+def redraw_motion_path(psi: Synthesizer, generator: torch.Generator) -> list[str]:
+    """Draw the motion path's linear layers (mapping MLPs, token projections, cross-attention
+    query/key/value) with a variance-preserving normal init, std = gain / √fan_in, biases 0.
+
+    Why: Ψ3d never trains the motion path (motion scale 0), so it holds its Mix-Transformer
+    init (std 0.02). Through the four layers between v and the attention output that init
+    shrinks v's variation about a thousandfold, and the zero-started output projection
+    then learns from a vanishing signal. Returns the names of the redrawn tensors.
+    """
+    names = []
+    for name, module in psi.encoder_canonical.named_modules():
+        in_path = name.startswith(("maps", "proj_y")) or (".attn2." in f".{name}." and not name.endswith("proj"))
+        if not (in_path and isinstance(module, nn.Linear)):
+            continue
+        gain = math.sqrt(2.0) if name.startswith("maps") else 1.0  # the mapping MLPs are followed by leaky ReLUs
+        module.weight.normal_(0.0, gain / math.sqrt(module.in_features), generator=generator)
+        module.bias.zero_()
+        names += [f"encoder_canonical.{name}.weight", f"encoder_canonical.{name}.bias"]
+    return names

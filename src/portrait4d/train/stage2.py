@@ -87,6 +87,7 @@ block's cross-attention and its norm."""
 INIT_REPORT_FILE = "init_report.json"
 
 Schedule = Literal["paper", "official"]
+MotionPathInit = Literal["copy", "redraw"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class Stage2Config:
     """Ψ3d checkpoint (``RUN/psi3d`` of stage 1, or a converted official static model)."""
     motion_encoder: str | None = None
     """E_mot: a learned ``motion_encoder`` checkpoint or PD-FGC weights."""
+    motion_path: MotionPathInit = "copy"
+    """``copy``: the motion path's weights come from Ψ3d like every other tensor (official);
+    ``redraw``: they are drawn afresh with a variance-preserving init (Ψ3d never trained
+    them; see :func:`~portrait4d.train.init_from_static.redraw_motion_path`)."""
     trainer: TrainerConfig = TrainerConfig()
     optim_g: OptimizerConfig = OptimizerConfig(groups=(CROSS_GROUP,))
     optim_d: OptimizerConfig = OptimizerConfig()
@@ -176,9 +181,11 @@ def mid() -> Stage2Config:
 
 def tiny() -> Stage2Config:
     """CPU: 64 px, batch 4, 1,000 steps, R 32, lr 5e-4, EMA half-life 0.1 kimg, LPIPS on
-    the super-resolved pair only (CPU cost)."""
+    the super-resolved pair only (CPU cost), motion path redrawn (a copied one carries
+    v_d's variation ~1000x attenuated, too weak to grow in a CPU-sized run)."""
     return Stage2Config(
         preset="tiny",
+        motion_path="redraw",
         trainer=TrainerConfig(steps=1000, batch_size=4, ema=EMAConfig(0.1), log_every=10, image_every=200, checkpoint_every=500),
         optim_g=OptimizerConfig(lr=5e-4, groups=(CROSS_GROUP,)),
         optim_d=OptimizerConfig(lr=5e-4),
@@ -363,7 +370,9 @@ class Stage2Task:
     def build(self, context: RunContext) -> TrainingSetup:
         self.context = context
         self.G = presets.build_generator(self.preset)
-        self.init_reports["G"] = init_from_static(self.G, self.psi3d.state_dict())
+        self.init_reports["G"] = init_from_static(
+            self.G, self.psi3d.state_dict(), redraw=self.config.motion_path == "redraw", seed=context.seed
+        )
         self.D = presets.build_discriminator(self.preset)
         if self.psi3d_discriminator is not None:
             self.init_reports["D"] = copy_matching(self.D, self.psi3d_discriminator.state_dict())
