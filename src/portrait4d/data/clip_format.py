@@ -145,7 +145,8 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
 
 
-def _load_png(path: Path, channels: int) -> torch.Tensor:
+def load_png(path: Path, channels: int) -> torch.Tensor:
+    """One frame or mask PNG of a clip folder → uint8 ``[channels, H, W]`` (readers of single frames use it too)."""
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
@@ -267,7 +268,7 @@ def read_clip(path: str | os.PathLike, images: bool = True) -> ClipData:
         file = path / pattern.format(**index)
         if not file.is_file():
             raise UserInputError(f"clip {path} is missing {file.relative_to(path)}")
-        return _load_png(file, channels)
+        return load_png(file, channels)
 
     frames = torch.stack([load(FRAME_PATTERN, 3, frame=i) for i in range(t)])
     masks = torch.stack([load(MASK_PATTERN, 1, frame=i) for i in range(t)]) if meta.get("masks") else None

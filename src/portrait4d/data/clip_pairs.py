@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from portrait4d.data.clip_format import ARRAYS_FILE, FRAME_PATTERN, MASK_PATTERN, META_FILE, _load_png, read_clip_meta
+from portrait4d.data.clip_format import ARRAYS_FILE, FRAME_PATTERN, MASK_PATTERN, META_FILE, load_png, read_clip_meta
 from portrait4d.data.multiview import index_generator
 from portrait4d.errors import UserInputError
 from portrait4d.models.motion import clip_landmarks_to_crop
@@ -130,10 +130,10 @@ class ClipPairs(Dataset):
         cameras, landmarks = _clip_arrays(str(path))
 
         def image(frame: int) -> torch.Tensor:
-            return _load_png(path / FRAME_PATTERN.format(frame=frame), 3).float() / 127.5 - 1.0
+            return load_png(path / FRAME_PATTERN.format(frame=frame), 3).float() / 127.5 - 1.0
 
         if self.has_masks[clip]:
-            mask = _load_png(path / MASK_PATTERN.format(frame=driving), 1).float() / 255.0
+            mask = load_png(path / MASK_PATTERN.format(frame=driving), 1).float() / 255.0
         else:
             mask = torch.ones(1, self.image_size, self.image_size)
         return ClipPair(
