@@ -9,7 +9,6 @@ from portrait4d.commands.reenact import add_input_arguments, add_model_arguments
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
 
 HELP = "run the bundled demo: reenactment.mp4 (source | driving | result), orbit.mp4 and contact_sheet.png"
 
@@ -30,19 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     add_input_arguments(parser)
     add_model_arguments(parser, threads=1)  # the tiny demo model is bound by per-operation overhead, not arithmetic
-
-
-def contact_sheet(rows: list[torch.Tensor], tile: int = SHEET_TILE) -> Image.Image:
-    """Rows of uint8 tiles ``[n, 3, s, s]`` as one picture, each tile ``tile`` pixels wide."""
-    from PIL import Image
-
-    width = max(row.shape[0] for row in rows) * tile
-    sheet = Image.new("RGB", (width, tile * len(rows)), (0, 0, 0))
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).resize((tile, tile), Image.BILINEAR)
-            sheet.paste(picture, (c * tile, r * tile))
-    return sheet
 
 
 def _evenly(frames: torch.Tensor, count: int) -> torch.Tensor:
@@ -70,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from portrait4d.commands.reenact import DEFAULT_FPS, OutputStreams, open_avatar, reenact_frames, report_notes
     from portrait4d.commands.render import render_views
+    from portrait4d.data.contact_sheet import tile_rows
     from portrait4d.fileio import atomic_directory
     from portrait4d.inference import bundled_paths
     from portrait4d.inference.frames import rgb_frames
@@ -102,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             _evenly(driving.images, SHEET_COLUMNS),
             _evenly(results, SHEET_COLUMNS),
         ]
-        contact_sheet(rows).save(folder / CONTACT_SHEET)
+        tile_rows(rows, SHEET_TILE).save(folder / CONTACT_SHEET)
     print(
         f"wrote {args.out}: {REENACTMENT} ({driving.n_frames} frames), {ORBIT} ({args.orbit_frames} frames), "
         f"{CONTACT_SHEET} (rows: source + orbit, driving, reenacted) in {time.perf_counter() - start:.1f} s"

@@ -1,7 +1,10 @@
-"""A contact sheet of a clip: a grid of frames (rows) and their extra views (columns) with
-the 68 landmarks drawn, for a quick look at what a clip folder holds."""
+"""Contact sheets: a clip's frames (rows) and extra views (columns) with the 68 landmarks
+drawn, for a quick look at what a clip folder holds; and plain rows of images
+(:func:`tile_rows`) for the demo and evaluation sheets."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageDraw
@@ -43,4 +46,29 @@ def contact_sheet(clip: ClipData, max_rows: int = 6, tile_size: int = 160) -> Im
             landmarks = None if views.landmarks is None else views.landmarks[t, v]
             flags = None if views.landmarks_visible is None else views.landmarks_visible[t, v]
             sheet.paste(_tile(views.images[t, v], landmarks, flags, scale), ((1 + v) * tile_size, r * tile_height))
+    return sheet
+
+
+CAPTION_HEIGHT = 14
+
+
+def tile_rows(
+    rows: Sequence[Sequence[torch.Tensor]],
+    tile: int,
+    captions: Sequence[str] | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> Image.Image:
+    """Rows of uint8 images ``[3, H, W]``, each resized to ``tile``², on one sheet as wide as
+    the longest row; with ``captions``, a line of text above each row."""
+    caption = CAPTION_HEIGHT if captions is not None else 0
+    columns = max((len(row) for row in rows), default=1)
+    sheet = Image.new("RGB", (columns * tile, max(1, len(rows)) * (tile + caption)), background)
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(rows):
+        top = r * (tile + caption)
+        if captions is not None:
+            draw.text((2, top + 1), captions[r], fill=(0, 0, 0))
+        for c, image in enumerate(row):
+            picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).resize((tile, tile), Image.BILINEAR)
+            sheet.paste(picture, (c * tile, top + caption))
     return sheet

@@ -18,8 +18,9 @@ import math
 import os
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from portrait4d.data.contact_sheet import tile_rows
 from portrait4d.evaluation.protocols import CASES_EACH_WAY, CROSS, PROTOCOLS, SELF, Case, Results, summarise
 from portrait4d.fileio import atomic_directory
 
@@ -98,17 +99,8 @@ def contact_sheet(cases: list[Case], each_way: int = CASES_EACH_WAY, tile: int =
     """The ``each_way`` best (lowest score) and worst cases, one row each with its label above."""
     ordered = sorted(cases, key=lambda case: case.score)
     chosen = [("best", case) for case in ordered[:each_way]] + [("worst", case) for case in ordered[each_way:][-each_way:]]
-    columns = max((len(case.tiles) for _, case in chosen), default=1)
-    caption = 14
-    sheet = Image.new("RGB", (columns * tile, max(1, len(chosen)) * (tile + caption)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for row, (rank, case) in enumerate(chosen):
-        top = row * (tile + caption)
-        draw.text((2, top + 1), f"{rank}: {case.label}", fill=(0, 0, 0))
-        for column, image in enumerate(case.tiles):
-            picture = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((tile, tile), Image.BILINEAR)
-            sheet.paste(picture, (column * tile, top + caption))
-    return sheet
+    captions = [f"{rank}: {case.label}" for rank, case in chosen]
+    return tile_rows([case.tiles for _, case in chosen], tile, captions, background=(255, 255, 255))
 
 
 def write_report(path: str | os.PathLike, report: dict, cases: list[Case], overwrite: bool = False) -> Path:
