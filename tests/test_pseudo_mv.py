@@ -72,3 +72,58 @@ def test_pseudo_mv_command_writes_a_clip_and_a_grid_video(tmp_path):
     same = presets.save_pretrained(tmp_path / "as_psi", presets.tiny(), {"G_ema": psi3d})
     assert main([*args[:-1], str(tmp_path / "mv3"), "--checkpoint", str(same)]) == 0
     assert torch.equal(read_clip(tmp_path / "mv3").views.images, clip.views.images)
+
+
+# --------------------------------------------------------------------------- motion retention
+
+
+class _Rendered:
+    def __init__(self, image_sr: torch.Tensor) -> None:
+        self.image_sr = image_sr
+
+
+def _retention_with_views(monkeypatch, make_views) -> float:
+    """motion_retention with Ψ3d replaced by ``make_views(frames[owners], cameras)``."""
+    from portrait4d import pseudo_views
+    from stage2_helpers import ConvMotion
+
+    def fake_render(psi3d, images, cameras, owners, resolution=None, generator=None):
+        return _Rendered(make_views(images[owners], cameras))
+
+    monkeypatch.setattr(pseudo_views, "render_views", fake_render)
+    g = torch.Generator().manual_seed(0)
+    source, driving = (torch.rand(6, 3, 64, 64, generator=g) * 2 - 1 for _ in range(2))
+    marks = torch.rand(6, 68, 2, generator=g) * 64
+    cameras = camera.sample_views("pseudo", 6, generator=g)
+    return pseudo_views.motion_retention(None, ConvMotion(), source, marks, driving, marks, cameras)
+
+
+def test_motion_retention_is_one_for_faithful_views_and_falls_for_views_that_lose_the_frame(monkeypatch):
+    # Faithful views (the frame itself, darkened by a camera-dependent factor shared by both
+    # frames of a pair): the source -> driving change survives, up to E_mot's landmark term.
+    faithful = _retention_with_views(monkeypatch, lambda frames, cameras: frames * (0.8 + 0.1 * cameras[:, :1, None, None]))
+    assert faithful > 0.95
+    # Views that keep nothing of the frame (noise) carry none of the change.
+    noise = torch.Generator().manual_seed(5)
+    lost = _retention_with_views(monkeypatch, lambda frames, cameras: torch.rand(frames.shape, generator=noise) * 2 - 1)
+    assert abs(lost) < 0.3
+    # Views that invert the frame invert the change.
+    assert _retention_with_views(monkeypatch, lambda frames, cameras: -frames) < -0.95
+
+
+def test_motion_retention_of_a_real_psi3d_renders_both_frames_of_a_pair_at_the_same_camera():
+    from portrait4d.pseudo_views import motion_retention
+    from stage2_helpers import ConvMotion
+
+    g = torch.Generator().manual_seed(0)
+    source = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
+    marks = torch.rand(3, 68, 2, generator=g) * 64
+    cameras = camera.sample_views("pseudo", 3, generator=g)
+    psi3d, motion = tiny_psi3d(), ConvMotion()
+    # Driving == source: the real frames do not change, so there is nothing to keep (0, not NaN).
+    same = motion_retention(psi3d, motion, source, marks, source, marks, cameras, torch.Generator().manual_seed(1))
+    assert same == 0.0
+    driving = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
+    first = motion_retention(psi3d, motion, source, marks, driving, marks, cameras, torch.Generator().manual_seed(1))
+    again = motion_retention(psi3d, motion, source, marks, driving, marks, cameras, torch.Generator().manual_seed(1))
+    assert -1.0 <= first <= 1.0 and first == again

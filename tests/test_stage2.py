@@ -185,3 +185,46 @@ def test_packaged_configs_equal_the_presets():
         path = CONFIGS / f"stage2_{name}.yaml"
         assert load_config(preset(), path) == preset(), name
         assert load_config(tiny(), path) == preset(), name
+
+
+# --------------------------------------------------------------------------- pseudo-view check
+
+
+@pytest.mark.parametrize(("retention", "warned"), [(0.05, True), (0.9, False)])
+def test_start_report_measures_pseudo_view_retention_on_training_pairs_and_warns_when_low(
+    tmp_path, monkeypatch, retention, warned
+):
+    from portrait4d.train import stage2
+
+    task = make_task(tmp_path)
+    task.build(_Context(tmp_path))
+    seen = {}
+
+    def fake_retention(psi3d, motion, source, source_landmarks, driving, driving_landmarks, cameras, generator=None):
+        seen.update(pairs=source.shape[0], cameras=cameras.clone())
+        return retention
+
+    monkeypatch.setattr(stage2, "motion_retention", fake_retention)
+    report = "\n".join(task.describe())
+    assert f"pseudo views keep {retention:.2f} of the driving motion" in report
+    assert ("warning: Ψ3d's pseudo views lose most of the driving expression" in report) == warned
+    samples = task.dataset(0)
+    assert seen["pairs"] == 32
+    always_real = make_task(tmp_path / "real", ["cross_view.real_driving=1.0"])
+    always_real.build(_Context(tmp_path / "real"))
+    assert "warning" not in "\n".join(always_real.describe())  # no pseudo driving input, nothing to warn of
+    torch.testing.assert_close(seen["cameras"][:3], torch.stack([samples.plan(i).camera_p for i in range(3)]))
+
+
+def test_pseudo_view_check_can_be_switched_off_and_leaves_the_global_random_stream_alone(tmp_path):
+    off = make_task(tmp_path / "off", ["cross_view.retention_pairs=0"])
+    off.build(_Context(tmp_path / "off"))
+    assert "pseudo views keep" not in "\n".join(off.describe())
+    on = make_task(tmp_path / "on", ["cross_view.retention_pairs=4"])
+    on.build(_Context(tmp_path / "on"))
+    torch.manual_seed(3)
+    report = "\n".join(on.describe())
+    after_report = torch.rand(4)
+    torch.manual_seed(3)
+    assert "pseudo views keep" in report
+    assert torch.equal(after_report, torch.rand(4))  # the measurement draws from its own generator

@@ -7,6 +7,9 @@ uses it on the fly for the pseudo pair I_d(θ_p), I_d(θ_q); ``portrait4d pseudo
 to write a monocular clip out as a multi-view clip (:func:`pseudo_multiview_clip`).
 Rendered views have no detected landmarks: :func:`view_landmarks` places the average
 head's landmarks with the view's camera (pose is carried by the camera).
+
+Stage 2 learns expression transfer only if the pseudo views keep the driving expression:
+:func:`motion_retention` measures how much of it survives Ψ3d's reconstruction.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import nn
 
 from portrait4d.camera import sample_views
 from portrait4d.data.clip_format import ClipData, ClipViews
-from portrait4d.models.motion import CLIP_TO_DETECTOR_OFFSET, template_landmarks
+from portrait4d.models.motion import CLIP_TO_DETECTOR_OFFSET, MotionEmbedder, template_landmarks
 from portrait4d.models.synthesizer import SourceCache, Synthesizer, SynthesizerOutput
 
 
@@ -70,6 +73,35 @@ def render_views(
 def view_landmarks(cameras: torch.Tensor, image_size: int) -> torch.Tensor:
     """Landmarks [N, 68, 2] of rendered views at cameras [N, 25] (detector convention)."""
     return template_landmarks(cameras, image_size)
+
+
+@torch.no_grad()
+def motion_retention(
+    psi3d: Synthesizer,
+    motion: MotionEmbedder,
+    source: torch.Tensor,
+    source_landmarks: torch.Tensor,
+    driving: torch.Tensor,
+    driving_landmarks: torch.Tensor,
+    cameras: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> float:
+    """How much of the motion between two frames of one clip survives Ψ3d's pseudo views, in [-1, 1].
+
+    Frames source, driving [B, 3, S, S] in [-1, 1] with landmarks [B, 68, 2]; cameras [B, 25].
+    Both frames of a pair are rendered at the same camera, so the change of E_mot embedding
+    from source to driving is measured without the change of view; the result is the
+    correlation (pooled over pairs and dimensions) between that change in the pseudo views
+    and in the real frames: 1 when the views change exactly as the frames do, about 0 when
+    Ψ3d's reconstruction loses the expression (then v_d of a pseudo driving input is noise).
+    """
+    n = source.shape[0]
+    frames = torch.cat([source, driving])
+    rendered = render_views(psi3d, frames, cameras.repeat(2, 1), torch.arange(2 * n, device=frames.device), generator=generator)
+    views = motion(rendered.image_sr, view_landmarks(cameras, frames.shape[-1]).repeat(2, 1, 1))
+    pseudo_change = (views[n:] - views[:n]).flatten()
+    real_change = (motion(driving, driving_landmarks) - motion(source, source_landmarks)).flatten()
+    return float(F.cosine_similarity(pseudo_change, real_change, dim=0))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ from portrait4d.models.discriminator import DiscriminatorInput
 from portrait4d.models.motion import NESTED_MOTION_ENCODER, PDFGC_MARKER, MotionEmbedder, PDFGCMotion
 from portrait4d.models.synthesizer import MotionInputs, Synthesizer, SynthesizerConfig, SynthesizerOutput
 from portrait4d.presets import ModelPreset
-from portrait4d.pseudo_views import as_static, freeze, render_views, view_landmarks
+from portrait4d.pseudo_views import as_static, freeze, motion_retention, render_views, view_landmarks
 from portrait4d.train.ema import EMAConfig, ema_copy
 from portrait4d.train.init_from_static import InitReport, copy_matching, init_from_static
 from portrait4d.train.loop import OptimizerSpec, Phase, RunContext, StepInfo, TrainerConfig, TrainingSetup
@@ -74,6 +74,10 @@ from portrait4d.train.stage1 import resize
 
 PLAN_STREAM = 4
 """Random stream of the per-sample coins and cameras (clip pairs use stream 3)."""
+
+LOW_RETENTION = 0.3
+"""Below this share of the driving motion kept by the pseudo views, the start-of-run report
+warns: a pseudo driving input then carries little expression for Ψ to learn from."""
 
 CROSS_GROUP = ParameterGroupRule(
     "cross",
@@ -105,6 +109,9 @@ class CrossViewConfig:
     pseudo_masked: bool | None = None
     """Mask pseudo-target pairs by their own opacity before LPIPS; None: by schedule
     (official yes, paper no)."""
+    retention_pairs: int = 32
+    """Training pairs on which, before training, the run measures how much of the driving
+    motion Ψ3d's pseudo views keep (:func:`~portrait4d.pseudo_views.motion_retention`); 0 skips."""
 
     def __post_init__(self) -> None:
         for name in ("real_target", "real_driving"):
@@ -112,6 +119,8 @@ class CrossViewConfig:
                 raise ValueError(f"cross_view.{name} is a probability, got {getattr(self, name)}")
         if self.pseudo_every < 1:
             raise ValueError("cross_view.pseudo_every must be at least 1")
+        if self.retention_pairs < 0:
+            raise ValueError("cross_view.retention_pairs must be 0 (off) or positive")
 
 
 @dataclass(frozen=True)
@@ -399,6 +408,41 @@ class Stage2Task:
         views = self.config.cross_view
         return CrossViewSamples(pairs, seed, self.real_target_probability, views.real_driving, views.views)
 
+    def measure_retention(self, context: RunContext) -> float | None:
+        """How much driving motion the pseudo views keep, on the first training pairs at
+        their θ_p (None when ``cross_view.retention_pairs`` is 0). Seeded and gradient-free,
+        so the run itself does not change."""
+        count = self.config.cross_view.retention_pairs
+        if count == 0:
+            return None
+        samples = self.dataset(context.seed)
+        pair, plan = collate_samples([samples[i] for i in range(count)])
+        pair, plan = pair.to(context.device), plan.to(context.device)
+        jitter = torch.Generator(context.device).manual_seed(context.seed)
+        return motion_retention(
+            self.psi3d, self.motion, pair.source, pair.source_landmarks, pair.driving, pair.driving_landmarks,
+            plan.camera_p, generator=jitter,
+        )
+
+    def retention_lines(self) -> list[str]:
+        """Report lines of :meth:`measure_retention`, measured here: the start-of-run report
+        is the one place that reads training data before training."""
+        retention = self.measure_retention(self.context)
+        if retention is None:
+            return []
+        count = self.config.cross_view.retention_pairs
+        lines = [
+            f"pseudo views keep {retention:.2f} of the driving motion (correlation of E_mot's source -> driving "
+            f"change in Ψ3d's views and in the real frames, {count} training pairs; 1 = all, 0 = none)"
+        ]
+        if retention < LOW_RETENTION and self.config.cross_view.real_driving < 1.0:
+            lines.append(
+                "warning: Ψ3d's pseudo views lose most of the driving expression, so a pseudo driving input "
+                f"(p {1 - self.config.cross_view.real_driving:g}) gives Ψ little to re-enact; train Ψ3d further "
+                "or raise cross_view.real_driving (see docs/training.md, 'Stage 2')"
+            )
+        return lines
+
     def _required_clips(self) -> Sequence[str]:
         if not self.config.data.clips:
             raise UserInputError("stage 2 needs training clips: --clips DIR [DIR ...] (clip folders or folders of clips)")
@@ -608,6 +652,7 @@ class Stage2Task:
             f"mask L1 weight {config.stage2.mask:g}",
             f"adversarial from {config.discrimination_kimg:g} kimg (D uv input: zeros); R1 every {config.r1_every}",
             f"rendering resolution {config.resolution.initial}",
+            *self.retention_lines(),
         ]
         for name, report in self.init_reports.items():
             lines.append(f"init {name} from Ψ3d: {report.summary()} (names in {INIT_REPORT_FILE})")
