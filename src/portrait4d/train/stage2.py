@@ -673,31 +673,6 @@ class Stage2Task:
         return None
 
 
-@dataclass
-class ExpressionProbe:
-    """Held-out re-enactments with ground truth: pairs (Î_s, Î_d) [B, ...] and the true render
-    ``truth`` [B, 3, S, S] of Î_d's head and expression at ``cameras`` [B, 25], with its
-    landmarks ``truth_landmarks`` [B, 68, 2] (detector convention). Synthetic clips with
-    ground-truth views provide them."""
-
-    pairs: ClipPair
-    cameras: torch.Tensor
-    truth: torch.Tensor
-    truth_landmarks: torch.Tensor
-
-
-@torch.no_grad()
-def expression_error(
-    G: Synthesizer, motion: MotionEmbedder, judge: MotionEmbedder, probe: ExpressionProbe, resolution: int
-) -> float:
-    """Mean distance, in the motion space of ``judge``, between I_re = R(Ψ(Î_s, v_s, v_d), θ)
-    (v from ``motion``, driving input Î_d) and the ground truth at θ."""
-    pairs = probe.pairs
-    motion_inputs = MotionInputs(motion(pairs.source, pairs.source_landmarks), motion(pairs.driving, pairs.driving_landmarks))
-    out = G(pairs.source, motion_inputs, probe.cameras, resolution=resolution)
-    return float((judge(out.image_sr, probe.truth_landmarks) - judge(probe.truth, probe.truth_landmarks)).norm(dim=-1).mean())
-
-
 def save_psi(path: str | os.PathLike, task: Stage2Task, step: int) -> Path:
     """Write Ψ (G_ema) and D as a ``synthesizer`` checkpoint at ``path`` with the E_mot it was
     trained with: a learned encoder nested in ``path/motion_encoder``, PD-FGC by name

@@ -1,0 +1,145 @@
+"""Does Ψ copy the driving expression? Re-enactment judged against its own control.
+
+A low expression error alone does not show transfer: a Ψ that reconstructs the source
+better also gets closer to the driving frame. So every (source s, driving d) pair is
+re-enacted twice — driven by d (v_d = E_mot(Î_d)) and driven by the source itself
+(v_d = v_s, the control: the same network, no re-enactment) — and judged against the
+ground truth of frame d, at the driving frame's own camera (``own``) and at each
+ground-truth novel view of a synthetic benchmark clip:
+
+- ``expression_error`` / ``expression_error_control``: mean distance to the ground truth
+  in the judge's motion space; ``gain`` = control − driven (0 for a Ψ that ignores v_d).
+- ``delta_beta_corr``: correlation between the judge's expression read-out change
+  β̂(driven) − β̂(control) and the true change β_d − β_s, pooled over pairs and fields
+  (also per field); ``delta_beta_slope``: least-squares gain of the former on the latter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from portrait4d.data.clip_format import ClipData
+from portrait4d.models.learned_encoders import MotionEncoder
+from portrait4d.models.motion import MotionEmbedder, clip_landmarks_to_crop
+from portrait4d.models.synthesizer import MotionInputs, Synthesizer
+
+CHUNK = 32
+"""Pairs rendered at once."""
+
+
+@dataclass
+class TransferPairs:
+    """Ordered frame pairs of synthetic clips (leading N). Images in [-1, 1], landmarks in
+    the detector convention. source, driving [N, 3, S, S]; *_landmarks [N, 68, 2];
+    driving_camera [N, 25]; beta_s, beta_d [N, E]; the driving frame's ground-truth views
+    view_truth [N, V, 3, S, S], view_landmarks [N, V, 68, 2], view_cameras [N, V, 25]."""
+
+    source: torch.Tensor
+    source_landmarks: torch.Tensor
+    driving: torch.Tensor
+    driving_landmarks: torch.Tensor
+    driving_camera: torch.Tensor
+    beta_s: torch.Tensor
+    beta_d: torch.Tensor
+    view_truth: torch.Tensor
+    view_landmarks: torch.Tensor
+    view_cameras: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.source.shape[0]
+
+    def judged_views(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """name -> (ground truth, its landmarks, camera): ``own`` then ``view0`` ... ."""
+        views = {"own": (self.driving, self.driving_landmarks, self.driving_camera)}
+        for k in range(self.view_cameras.shape[1]):
+            views[f"view{k}"] = (self.view_truth[:, k], self.view_landmarks[:, k], self.view_cameras[:, k])
+        return views
+
+
+def transfer_pairs(clips: Sequence[ClipData]) -> TransferPairs:
+    """Every ordered pair (s, d ≠ s) of frames within each clip. The clips need ground-truth
+    views and expression parameters (``portrait4d make-benchmark`` or ``synth --views``)."""
+    columns: dict[str, list[torch.Tensor]] = {}
+    for clip in clips:
+        expression = clip.parameters.get("expression")
+        if clip.views is None or expression is None:
+            raise ValueError(f"clip {clip.source!r} has no ground-truth views or expression parameters")
+        frames = clip.frames.float() / 127.5 - 1.0
+        landmarks = clip_landmarks_to_crop(clip.landmarks)
+        view_landmarks = clip_landmarks_to_crop(clip.views.landmarks)
+        for s in range(clip.n_frames):
+            for d in range(clip.n_frames):
+                if s == d:
+                    continue
+                row = {
+                    "source": frames[s], "source_landmarks": landmarks[s], "driving": frames[d],
+                    "driving_landmarks": landmarks[d], "driving_camera": clip.cameras[d],
+                    "beta_s": expression[s], "beta_d": expression[d],
+                    "view_truth": clip.views.images[d].float() / 127.5 - 1.0,
+                    "view_landmarks": view_landmarks[d], "view_cameras": clip.views.cameras[d],
+                }  # fmt: skip
+                for key, value in row.items():
+                    columns.setdefault(key, []).append(value.float())
+    if not columns:
+        raise ValueError("no frame pairs: the clips need at least two frames")
+    return TransferPairs(**{key: torch.stack(values) for key, values in columns.items()})
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of the flattened tensors; 0 when either does not vary."""
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    scale = (a.norm() * b.norm()).item()
+    return float((a * b).sum() / scale) if scale > 0 else 0.0
+
+
+@torch.no_grad()
+def reenact_pairs(G: Synthesizer, pairs: TransferPairs, v_s: torch.Tensor, v_d: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+    """I_re [N, 3, S, S] in chunks; chunk k's ray jitter is seeded by k, so the driven and
+    control renders differ only through v_d."""
+    images = []
+    for start in range(0, len(pairs), CHUNK):
+        part = slice(start, start + CHUNK)
+        generator = torch.Generator(device=v_s.device).manual_seed(start)
+        motion = MotionInputs(v_s[part], v_d[part])
+        out = G(pairs.source[part], motion, cameras[part], resolution=G.config.render_resolution, generator=generator)
+        images.append(out.image_sr)
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def expression_transfer(
+    G: Synthesizer, motion: MotionEmbedder, judge: MotionEncoder, pairs: TransferPairs
+) -> dict[str, dict[str, float | list[float]]]:
+    """Per judged view (see the module docstring): driven vs control errors, gain, Δβ
+    correlation (pooled and per field) and slope. ``motion`` drives Ψ; ``judge`` (a learned
+    motion encoder: it has the β read-out) judges."""
+    v_s = motion(pairs.source, pairs.source_landmarks)
+    v_d = motion(pairs.driving, pairs.driving_landmarks)
+    true_change = pairs.beta_d - pairs.beta_s
+    results: dict[str, dict[str, float | list[float]]] = {}
+    for name, (truth, landmarks, cameras) in pairs.judged_views().items():
+        truth_v = judge(truth, landmarks)
+        driven_v = judge(reenact_pairs(G, pairs, v_s, v_d, cameras), landmarks)
+        control_v = judge(reenact_pairs(G, pairs, v_s, v_s, cameras), landmarks)
+        driven, control = (float((v - truth_v).norm(dim=-1).mean()) for v in (driven_v, control_v))
+        change = judge.network.expression(driven_v) - judge.network.expression(control_v)
+        results[name] = {
+            "expression_error": driven,
+            "expression_error_control": control,
+            "gain": control - driven,
+            "delta_beta_corr": correlation(change, true_change),
+            "delta_beta_slope": float((change * true_change).sum() / (true_change * true_change).sum().clamp_min(1e-12)),
+            "delta_beta_corr_per_field": [correlation(change[:, i], true_change[:, i]) for i in range(change.shape[1])],
+        }
+    return results
+
+
+@torch.no_grad()
+def judge_on_frames(judge: MotionEncoder, pairs: TransferPairs) -> float:
+    """Δβ correlation of the judge on the real frames themselves: the best a Ψ can score."""
+    change = judge.expression(pairs.driving, pairs.driving_landmarks) - judge.expression(pairs.source, pairs.source_landmarks)
+    return correlation(change, pairs.beta_d - pairs.beta_s)
