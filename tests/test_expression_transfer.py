@@ -88,6 +88,7 @@ def test_a_psi_that_copies_the_driving_expression_gains_and_one_that_ignores_it_
     half = expression_transfer(StandInPsi(0.5), judge, judge, pairs)
     for view in ("own", "view0", "view1"):
         assert copies[view]["expression_error"] < 0.01 < copies[view]["gain"]
+        assert copies[view]["l1"] < 0.01 < copies[view]["l1_gain"] and ignores[view]["l1_gain"] == 0.0
         assert copies[view]["delta_beta_corr"] > 0.99 and copies[view]["delta_beta_slope"] == pytest.approx(1.0, abs=0.02)
         assert ignores[view]["gain"] == 0.0 and ignores[view]["delta_beta_corr"] == 0.0
         assert half[view]["delta_beta_slope"] == pytest.approx(0.5, abs=0.02)

@@ -95,3 +95,34 @@ def test_redrawn_motion_path_keeps_psi_equal_to_psi3d_and_carries_the_motion():
     again = Synthesizer(presets.tiny().synthesizer)
     init_from_static(again, psi3d.state_dict(), redraw=True, seed=0)
     torch.testing.assert_close(again.state_dict(), redrawn.state_dict())  # seeded
+
+
+def _separation_after_training(redraw: bool, steps: int = 60) -> float:
+    """Train Ψ (from Ψ3d) to render two different targets for one source, told apart only by
+    v_d; return how far apart its two outputs end, relative to the targets' distance."""
+    psi3d = tiny_psi3d()
+    G = Synthesizer(replace(psi3d.config, static=False))
+    init_from_static(G, psi3d.state_dict(), redraw=redraw, seed=0)
+    g = torch.Generator().manual_seed(0)
+    source = (torch.rand(1, 3, 64, 64, generator=g) * 2 - 1).expand(2, -1, -1, -1)
+    v_s = (torch.randn(1, 64, generator=g) * 0.3).expand(2, -1)
+    motion = MotionInputs(v_s, torch.randn(2, 64, generator=g) * 0.3)  # E_mot-like spread
+    cameras = camera.sample_views("portrait", 1, generator=g).expand(2, -1)
+    targets = torch.tensor([[0.8, -0.6, -0.6], [-0.6, -0.6, 0.8]])[:, :, None, None].expand(-1, -1, 64, 64)
+    optimizer = torch.optim.Adam(G.parameters(), lr=2e-3)
+    for step in range(steps):
+        out = G(source, motion, cameras, resolution=16, generator=torch.Generator().manual_seed(step)).image_sr
+        loss = (out - targets).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = G(source, motion, cameras, resolution=16, generator=torch.Generator().manual_seed(0)).image_sr
+    return float((out[0] - out[1]).abs().mean() / (targets[0] - targets[1]).abs().mean())
+
+
+@pytest.mark.parametrize("redraw", [True, False])
+def test_the_motion_path_learns_to_tell_two_driving_inputs_apart_for_one_source(redraw):
+    # A dead path (frozen, static, scale 0) stays at 0; measured: 0.84 redrawn, 0.86 copied
+    # (Adam's step does not shrink with the copied path's small gradients).
+    assert _separation_after_training(redraw) > 0.5

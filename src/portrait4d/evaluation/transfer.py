@@ -9,6 +9,7 @@ ground-truth novel view of a synthetic benchmark clip:
 
 - ``expression_error`` / ``expression_error_control``: mean distance to the ground truth
   in the judge's motion space; ``gain`` = control − driven (0 for a Ψ that ignores v_d).
+  ``l1`` / ``l1_control`` / ``l1_gain``: the same in pixels ([-1, 1]), judge-free.
 - ``delta_beta_corr``: correlation between the judge's expression read-out change
   β̂(driven) − β̂(control) and the true change β_d − β_s, pooled over pairs and fields
   (also per field); ``delta_beta_slope``: least-squares gain of the former on the latter.
@@ -122,15 +123,19 @@ def expression_transfer(
     true_change = pairs.beta_d - pairs.beta_s
     results: dict[str, dict[str, float | list[float]]] = {}
     for name, (truth, landmarks, cameras) in pairs.judged_views().items():
-        truth_v = judge(truth, landmarks)
-        driven_v = judge(reenact_pairs(G, pairs, v_s, v_d, cameras), landmarks)
-        control_v = judge(reenact_pairs(G, pairs, v_s, v_s, cameras), landmarks)
+        driven_image = reenact_pairs(G, pairs, v_s, v_d, cameras)
+        control_image = reenact_pairs(G, pairs, v_s, v_s, cameras)
+        truth_v, driven_v, control_v = (judge(image, landmarks) for image in (truth, driven_image, control_image))
         driven, control = (float((v - truth_v).norm(dim=-1).mean()) for v in (driven_v, control_v))
+        driven_l1, control_l1 = (float((image - truth).abs().mean()) for image in (driven_image, control_image))
         change = judge.network.expression(driven_v) - judge.network.expression(control_v)
         results[name] = {
             "expression_error": driven,
             "expression_error_control": control,
             "gain": control - driven,
+            "l1": driven_l1,
+            "l1_control": control_l1,
+            "l1_gain": control_l1 - driven_l1,
             "delta_beta_corr": correlation(change, true_change),
             "delta_beta_slope": float((change * true_change).sum() / (true_change * true_change).sum().clamp_min(1e-12)),
             "delta_beta_corr_per_field": [correlation(change[:, i], true_change[:, i]) for i in range(change.shape[1])],
