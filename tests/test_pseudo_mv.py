@@ -74,6 +74,23 @@ def test_pseudo_mv_command_writes_a_clip_and_a_grid_video(tmp_path):
     assert torch.equal(read_clip(tmp_path / "mv3").views.images, clip.views.images)
 
 
+def test_pseudo_mv_reports_and_stores_the_motion_retention_with_a_motion_encoder(tmp_path, capsys):
+    from portrait4d.models.learned_encoders import MotionEncoder, MotionEncoderConfig, save_learned_encoder
+
+    psi3d = tiny_psi3d()
+    checkpoint = presets.save_pretrained(tmp_path / "psi3d", replace(presets.tiny(), synthesizer=psi3d.config), {"G_ema": psi3d})
+    write_clip(tmp_path / "clip", random_clip(frames=3))
+    torch.manual_seed(0)
+    encoder = save_learned_encoder(tmp_path / "motion", MotionEncoder(MotionEncoderConfig()))
+    base = ["pseudo-mv", "--checkpoint", str(checkpoint), "--clip", str(tmp_path / "clip"), "--views", "1"]
+    assert main([*base, "--out", str(tmp_path / "mv"), "--motion-encoder", str(encoder)]) == 0
+    assert "pseudo views keep" in capsys.readouterr().out
+    retention = read_clip(tmp_path / "mv").extra["pseudo_views"]["motion_retention"]
+    assert -1.0 <= retention <= 1.0
+    assert main([*base, "--out", str(tmp_path / "bad"), "--motion-encoder", str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 # --------------------------------------------------------------------------- motion retention
 
 

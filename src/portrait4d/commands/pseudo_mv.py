@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 HELP = "render every frame of a clip from new cameras with Ψ3d: a pseudo multi-view clip plus a grid video"
 
 MAX_VIEWS = 16
 GRID_VIDEO = "grid.mp4"
+RETENTION_PAIRS = 32
+"""Frame pairs (0, t) used for ``--motion-encoder``'s retention report."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=4, metavar="N", help="frames reconstructed at once (default 4)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    parser.add_argument("--motion-encoder", metavar="PATH",
+                        help="E_mot (learned motion_encoder folder or PD-FGC weights): also report how much of "
+                             "the clip's motion the pseudo views keep (stored in the clip's meta)")
 
 
 def grid_video(frames, fps: float) -> bytes:
@@ -59,12 +65,21 @@ def run(args: argparse.Namespace) -> int:
     from portrait4d.pseudo_views import as_static, pseudo_multiview_clip, view_grid
 
     psi3d = as_static(load_pretrained(args.checkpoint)).to(torch.device(args.device)).eval()
+    motion = None
+    if args.motion_encoder is not None:  # loaded first: a bad path fails before any rendering
+        from portrait4d.models.motion import load_motion_embedder
+
+        motion = load_motion_embedder(args.motion_encoder).to(torch.device(args.device)).eval()
     clip = read_clip(args.clip)
     size = psi3d.config.image_size
     if clip.size != (size, size):
         raise UserInputError(f"{args.clip} has {clip.size[0]}x{clip.size[1]} frames; Ψ3d reads {size}x{size}")
     with tqdm(total=clip.n_frames, desc="pseudo-mv", unit="frame") as bar:
         data = pseudo_multiview_clip(psi3d, clip, args.views, args.seed, frames_per_batch=args.batch, progress=bar.update)
+    retention = None
+    if motion is not None and clip.n_frames > 1:
+        retention = clip_retention(psi3d, motion, data, args.seed)
+        data = replace(data, extra={**data.extra, "pseudo_views": {**data.extra["pseudo_views"], "motion_retention": retention}})
     video = grid_video(view_grid(data), data.fps)
     try:
         path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={GRID_VIDEO: video})
@@ -73,4 +88,26 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
     print(f"wrote {path}: {clip.n_frames} frames x {args.views} pseudo views, grid video {path / GRID_VIDEO}")
+    if retention is not None:
+        print(f"pseudo views keep {retention:.2f} of the clip's motion (frame 0 -> each of the first "
+              f"{min(clip.n_frames - 1, RETENTION_PAIRS)} frames; 1 = all, 0 = none)")
     return 0
+
+
+def clip_retention(psi3d, motion, clip, seed: int) -> float:
+    """:func:`~portrait4d.pseudo_views.motion_retention` of the clip's frame 0 against each of
+    its next frames, each pair at that frame's first pseudo camera."""
+    import torch
+
+    from portrait4d.models.motion import clip_landmarks_to_crop
+    from portrait4d.pseudo_views import motion_retention
+
+    device = next(psi3d.parameters()).device
+    count = min(clip.n_frames - 1, RETENTION_PAIRS)
+    frames = (clip.frames[: count + 1].float() / 127.5 - 1.0).to(device)
+    landmarks = clip_landmarks_to_crop(clip.landmarks[: count + 1]).to(device)
+    return motion_retention(
+        psi3d, motion, frames[:1].expand(count, -1, -1, -1), landmarks[:1].expand(count, -1, -1), frames[1:],
+        landmarks[1:], clip.views.cameras[1 : count + 1, 0].to(device),
+        generator=torch.Generator(device).manual_seed(seed),
+    )  # fmt: skip
