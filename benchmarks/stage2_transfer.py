@@ -27,7 +27,7 @@ from common import machine_facts, write_results  # noqa: E402
 from portrait4d import presets  # noqa: E402
 from portrait4d.camera import sample_views  # noqa: E402
 from portrait4d.data.clip_format import read_clip  # noqa: E402
-from portrait4d.data.clip_pairs import find_clips  # noqa: E402
+from portrait4d.evaluation.runner import resolve_inputs  # noqa: E402
 from portrait4d.evaluation.transfer import expression_transfer, judge_on_frames, transfer_pairs  # noqa: E402
 from portrait4d.models.learned_encoders import load_motion_encoder  # noqa: E402
 from portrait4d.models.motion import NESTED_MOTION_ENCODER, load_motion_embedder  # noqa: E402
@@ -36,7 +36,7 @@ from portrait4d.pseudo_views import as_static, motion_retention  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--benchmark", type=Path, required=True, help="make-benchmark folder (or a folder of clips)")
+    parser.add_argument("--benchmark", required=True, help="make-benchmark folder (or a folder of clips)")
     parser.add_argument("--checkpoint", nargs="+", required=True, help="stage-2 Ψ checkpoints (RUN/psi)")
     parser.add_argument("--motion-encoder", help="E_mot that drives Ψ (default: the one nested in each checkpoint)")
     parser.add_argument("--judge", required=True, help="learned motion encoder folder that judges (needs its β read-out)")
@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--name", default="stage2_transfer", help="results/<name>.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    clips_folder = args.benchmark / "clips" if (args.benchmark / "clips").is_dir() else args.benchmark
-    pairs = transfer_pairs([read_clip(path) for path in find_clips([clips_folder])])
+    clips, _ = resolve_inputs([args.benchmark])
+    pairs = transfer_pairs([read_clip(path) for path in clips])
     judge = load_motion_encoder(args.judge).eval()
     report: dict = {
         "machine": machine_facts(torch.device("cpu")),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from portrait4d.data.clip_format import ARRAYS_FILE, FRAME_PATTERN, MASK_PATTERN, META_FILE, load_png, read_clip_meta
 from portrait4d.data.multiview import index_generator
+from portrait4d.data.records import join_records, map_fields
 from portrait4d.errors import UserInputError
 from portrait4d.models.motion import clip_landmarks_to_crop
 
@@ -54,12 +55,12 @@ class ClipPair:
     driving_frame: torch.Tensor
 
     def to(self, device: torch.device) -> ClipPair:
-        return ClipPair(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return map_fields(self, lambda tensor: tensor.to(device))
 
 
 def collate_pairs(items: list[ClipPair]) -> ClipPair:
     """Stack items into a batch [B, ...]."""
-    return ClipPair(**{f.name: torch.stack([getattr(item, f.name) for item in items]) for f in fields(ClipPair)})
+    return join_records(items)
 
 
 def find_clips(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from portrait4d.camera import sample_views
+from portrait4d.data.records import join_records, map_fields
 from portrait4d.generators import HeadGenerator, HeadViews
 
 TRAIN_STREAM = 0
@@ -63,12 +64,12 @@ def render_head_views(
 
 def collate_views(items: list[HeadViews]) -> HeadViews:
     """Stack per-sample views [V, ...] into a batch [B, V, ...]."""
-    return HeadViews(**{f.name: torch.stack([getattr(item, f.name) for item in items]) for f in fields(HeadViews)})
+    return join_records(items)
 
 
 def select_views(views: HeadViews, index: torch.Tensor | slice) -> HeadViews:
     """The views at ``index`` along the view axis of every field ([V, ...] or [B, V, ...] with a leading slice)."""
-    return HeadViews(**{f.name: getattr(views, f.name)[index] for f in fields(HeadViews)})
+    return map_fields(views, lambda tensor: tensor[index])
 
 
 class OnTheFlyPairs(Dataset):
@@ -141,11 +142,8 @@ class ViewBank:
         )
         parts = [select_views(item, 0) for item in tqdm(loader, desc="rendering view bank", unit="head", disable=not progress)]
         stacked = collate_views(parts)
-        compact = {
-            f.name: getattr(stacked, f.name).half() if getattr(stacked, f.name).dim() == 5 else getattr(stacked, f.name)
-            for f in fields(HeadViews)
-        }
-        return cls(HeadViews(**compact), spec)
+        compact = map_fields(stacked, lambda tensor: tensor.half() if tensor.dim() == 5 else tensor)
+        return cls(compact, spec)
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file, then rename)."""
@@ -169,7 +167,7 @@ class BankPairs(Dataset):
         head = int(torch.randint(self.bank.spec.heads, (), generator=rng))
         chosen = torch.randperm(self.bank.spec.views, generator=rng)[:PAIR_VIEWS]
         pair = select_views(select_views(self.bank.views, head), chosen)
-        return HeadViews(**{f.name: getattr(pair, f.name).float() for f in fields(HeadViews)})
+        return map_fields(pair, torch.Tensor.float)
 
 
 def held_out_pairs(generator: HeadGenerator, count: int, size: int, seed: int = 0, views: str = "stage1") -> HeadViews:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from portrait4d.data.clip_format import ClipData
+from portrait4d.data.records import join_records
 from portrait4d.models.learned_encoders import MotionEncoder
 from portrait4d.models.motion import MotionEmbedder, clip_landmarks_to_crop
 from portrait4d.models.synthesizer import MotionInputs, Synthesizer
@@ -61,32 +62,26 @@ class TransferPairs:
 
 
 def transfer_pairs(clips: Sequence[ClipData]) -> TransferPairs:
-    """Every ordered pair (s, d ≠ s) of frames within each clip. The clips need ground-truth
-    views and expression parameters (``portrait4d make-benchmark`` or ``synth --views``)."""
-    columns: dict[str, list[torch.Tensor]] = {}
+    """Every ordered pair (s, d ≠ s) of frames within each clip, s-major. The clips need
+    ground-truth views and expression parameters (``portrait4d make-benchmark`` or ``synth --views``)."""
+    parts = []
     for clip in clips:
         expression = clip.parameters.get("expression")
         if clip.views is None or expression is None:
             raise ValueError(f"clip {clip.source!r} has no ground-truth views or expression parameters")
+        s, d = torch.meshgrid(torch.arange(clip.n_frames), torch.arange(clip.n_frames), indexing="ij")
+        s, d = s[s != d], d[s != d]
         frames = clip.frames.float() / 127.5 - 1.0
         landmarks = clip_landmarks_to_crop(clip.landmarks)
-        view_landmarks = clip_landmarks_to_crop(clip.views.landmarks)
-        for s in range(clip.n_frames):
-            for d in range(clip.n_frames):
-                if s == d:
-                    continue
-                row = {
-                    "source": frames[s], "source_landmarks": landmarks[s], "driving": frames[d],
-                    "driving_landmarks": landmarks[d], "driving_camera": clip.cameras[d],
-                    "beta_s": expression[s], "beta_d": expression[d],
-                    "view_truth": clip.views.images[d].float() / 127.5 - 1.0,
-                    "view_landmarks": view_landmarks[d], "view_cameras": clip.views.cameras[d],
-                }  # fmt: skip
-                for key, value in row.items():
-                    columns.setdefault(key, []).append(value.float())
-    if not columns:
+        parts.append(TransferPairs(
+            source=frames[s], source_landmarks=landmarks[s], driving=frames[d], driving_landmarks=landmarks[d],
+            driving_camera=clip.cameras[d].float(), beta_s=expression[s].float(), beta_d=expression[d].float(),
+            view_truth=clip.views.images[d].float() / 127.5 - 1.0,
+            view_landmarks=clip_landmarks_to_crop(clip.views.landmarks)[d], view_cameras=clip.views.cameras[d].float(),
+        ))  # fmt: skip
+    if not any(len(part) for part in parts):
         raise ValueError("no frame pairs: the clips need at least two frames")
-    return TransferPairs(**{key: torch.stack(values) for key, values in columns.items()})
+    return join_records(parts, torch.cat)
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:

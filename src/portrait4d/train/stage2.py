@@ -36,7 +36,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -47,6 +47,7 @@ from portrait4d import presets
 from portrait4d.camera import sample_views
 from portrait4d.data.clip_pairs import ClipPair, ClipPairs, collate_pairs, find_clips
 from portrait4d.data.multiview import index_generator
+from portrait4d.data.records import join_records, map_fields
 from portrait4d.errors import UserInputError
 from portrait4d.checkpoints import check_destination
 from portrait4d.fileio import atomic_directory, write_text_atomic
@@ -220,7 +221,7 @@ class Plan:
     camera_q: torch.Tensor
 
     def to(self, device: torch.device) -> Plan:
-        return Plan(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return map_fields(self, lambda tensor: tensor.to(device))
 
 
 def draw_plan(rng: torch.Generator, real_target: float, real_driving: float, views: str = "pseudo") -> Plan:
@@ -231,7 +232,7 @@ def draw_plan(rng: torch.Generator, real_target: float, real_driving: float, vie
 
 
 def collate_plans(items: list[Plan]) -> Plan:
-    return Plan(**{f.name: torch.stack([getattr(item, f.name) for item in items]) for f in fields(Plan)})
+    return join_records(items)
 
 
 class CrossViewSamples(Dataset):
