@@ -197,6 +197,17 @@ class TrainingTask(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class StatelessTask:
+    """Base of tasks whose whole resumable state is their models, optimisers and data
+    position (all saved by the trainer): nothing of their own to save or restore."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class TrainResult:
     step: int

@@ -232,3 +232,9 @@ def build_reconstruction_loss(
     networks = load_loss_networks(config, learned_identity)
     return ReconstructionLoss(config, networks), describe_losses(config, networks)
 
+
+def describe_raw_pairs(enabled: bool, loss: ReconstructionLoss) -> str:
+    """Start-of-run wording for the raw-render pairs (raw and head-only images) of a stage."""
+    if not enabled:
+        return "off"
+    return "L1 + LPIPS" if loss.lpips is not None else "L1 only"

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,7 @@ from portrait4d.models.synthesizer import Synthesizer, SynthesizerOutput
 from portrait4d.presets import ModelPreset
 from portrait4d.train.distributed import barrier
 from portrait4d.train.ema import EMAConfig, ema_copy
-from portrait4d.train.loop import OptimizerSpec, Phase, RunContext, StepInfo, TrainerConfig, TrainingSetup
+from portrait4d.train.loop import OptimizerSpec, Phase, RunContext, StatelessTask, StepInfo, TrainerConfig, TrainingSetup
 from portrait4d.train.losses import (
     LossConfig,
     ReconstructionLoss,
@@ -45,6 +44,7 @@ from portrait4d.train.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     describe_losses,
+    describe_raw_pairs,
     l1_loss,
     load_loss_networks,
     r1_penalty,
@@ -196,7 +196,7 @@ def masked_depth_l1(prediction: torch.Tensor, depth: torch.Tensor, mask: torch.T
     return ((prediction - mean_depth).abs() * inside).sum() / inside.sum().clamp_min(1.0)
 
 
-class Stage1Task:
+class Stage1Task(StatelessTask):
     """The stage-1 :class:`~portrait4d.train.loop.TrainingTask` (G = Ψ3d, G_ema, D)."""
 
     def __init__(
@@ -370,7 +370,7 @@ class Stage1Task:
         return [
             f"stage 1: Ψ3d ({self.preset.name} preset) from Ī(θ_p), supervised at {views}",
             *self.loss_lines,
-            "raw-render pairs (raw, head-only): " + self.raw_pairs_description(),
+            "raw-render pairs (raw, head-only): " + describe_raw_pairs(self.config.stage1.raw_pairs, self.raw_loss),
             f"mask L1: weight {losses.mask:g}" if losses.mask else "mask L1: off (weight 0)",
             f"depth L1: weight {losses.depth:g} before {losses.depth_kimg:g} kimg" if losses.depth else "depth L1: off (weight 0)",
             f"adversarial from {config.discrimination_kimg:g} kimg; R1 every {config.r1_every}, density every {config.density_every}",
@@ -379,16 +379,6 @@ class Stage1Task:
             f"data: {type(self.head_generator).__name__}, cameras '{data.views}', {source}",
         ]
 
-    def raw_pairs_description(self) -> str:
-        if not self.config.stage1.raw_pairs:
-            return "off"
-        return "L1 + LPIPS" if self.raw_loss.lpips is not None else "L1 only"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
 
 @torch.no_grad()

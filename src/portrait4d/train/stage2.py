@@ -37,7 +37,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -58,11 +58,12 @@ from portrait4d.presets import ModelPreset
 from portrait4d.pseudo_views import as_static, freeze, motion_retention, render_views, view_landmarks
 from portrait4d.train.ema import EMAConfig, ema_copy
 from portrait4d.train.init_from_static import InitReport, copy_matching, init_from_static
-from portrait4d.train.loop import OptimizerSpec, Phase, RunContext, StepInfo, TrainerConfig, TrainingSetup
+from portrait4d.train.loop import OptimizerSpec, Phase, RunContext, StatelessTask, StepInfo, TrainerConfig, TrainingSetup
 from portrait4d.train.losses import (
     LossConfig,
     ReconstructionLoss,
     describe_losses,
+    describe_raw_pairs,
     discriminator_loss,
     generator_adversarial_loss,
     l1_loss,
@@ -327,7 +328,7 @@ def load_motion(path: str | None) -> MotionEmbedder:
     return load_motion_embedder(path)
 
 
-class Stage2Task:
+class Stage2Task(StatelessTask):
     """The stage-2 :class:`~portrait4d.train.loop.TrainingTask` (G = Ψ, G_ema, D; frozen Ψ3d and E_mot)."""
 
     def __init__(
@@ -649,7 +650,7 @@ class Stage2Task:
             + (", masked by opacity" if self.pseudo_masked else ""),
             f"E_mot (frozen): {self.motion.name}",
             *self.loss_lines,
-            f"raw-render pairs: {self.raw_pairs_description()}; "
+            f"raw-render pairs: {describe_raw_pairs(self.config.stage2.raw_pairs, self.raw_loss)}; "
             f"mask L1 weight {config.stage2.mask:g}",
             f"adversarial from {config.discrimination_kimg:g} kimg (D uv input: zeros); R1 every {config.r1_every}",
             f"rendering resolution {config.resolution.initial}",
@@ -662,16 +663,6 @@ class Stage2Task:
             lines.append("init D: Ψ3d has no D; D starts from scratch")
         return lines
 
-    def raw_pairs_description(self) -> str:
-        if not self.config.stage2.raw_pairs:
-            return "off"
-        return "L1 + LPIPS" if self.raw_loss.lpips is not None else "L1 only"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
 
 def save_psi(path: str | os.PathLike, task: Stage2Task, step: int) -> Path:
