@@ -33,15 +33,21 @@ class MeanColour(torch.nn.Module):
         return image.mean(dim=(2, 3)) + 2.0
 
 
-def light_suite(landmarks: LandmarkDetector | None = None) -> MetricSuite:
+def random_lpips() -> LPIPS:
+    """LPIPS with seeded random (non-negative) linear heads: no weights file needed."""
     torch.manual_seed(0)
     lpips = LPIPS()
     with torch.no_grad():
         for name, parameter in lpips.named_parameters():
             if name.startswith("lin"):
                 parameter.uniform_(0.0, 1.0)
+    return lpips.eval()
+
+
+def light_suite(landmarks: LandmarkDetector | None = None) -> MetricSuite:
+    lpips = random_lpips()
     identity = IdentityMetric(ImageIdentity(MeanColour(), "mean colour"), "id_sim_learned", "test stand-in")
-    return MetricSuite(PerceptualMetric(lpips.eval(), "random test weights"), identity, landmarks)
+    return MetricSuite(PerceptualMetric(lpips, "random test weights"), identity, landmarks)
 
 
 class EchoAvatar:

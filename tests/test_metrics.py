@@ -37,6 +37,7 @@ from portrait4d.models.lpips import LPIPS
 from portrait4d.models.motion import template_landmarks
 from portrait4d.render.rays import camera_rays
 from portrait4d.train.identity import ImageIdentity
+from eval_helpers import random_lpips
 
 
 def images(seed: int = 0, batch: int = 2, size: int = 16) -> torch.Tensor:
@@ -92,13 +93,8 @@ def test_ssim_of_an_offset_keeps_structure_and_drops_with_noise():
 
 
 def test_lpips_identical_is_zero_and_user_weights_load(tmp_path):
-    torch.manual_seed(0)
-    network = LPIPS()
-    with torch.no_grad():
-        for name, parameter in network.named_parameters():
-            if name.startswith("lin"):
-                parameter.uniform_(0.0, 1.0)
-    metric = PerceptualMetric(network.eval(), "random")
+    network = random_lpips()
+    metric = PerceptualMetric(network, "random")
     x, y = images(size=32), images(seed=1, size=32)
     assert torch.allclose(metric(x, x), torch.zeros(2), atol=1e-7)
     assert (metric(x, y) > 0).all()
