@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,6 +15,8 @@ from portrait4d.evaluation.benchmark import (
     TRAINING_SEED_LIMIT,
     BenchmarkConfig,
     benchmark_clip,
+    benchmark_config_from_json,
+    benchmark_config_to_json,
     fingerprint,
     load_benchmark,
     make_benchmark,
@@ -22,6 +25,7 @@ from portrait4d.evaluation.benchmark import (
 )
 from portrait4d.errors import UserInputError
 from portrait4d.preprocess.pose import head_angles
+from portrait4d.synthetic.clips import make_clip
 
 TINY = BenchmarkConfig(identities=2, frames=2, image_size=32, yaw_offsets=(0.0, 0.5), pitch_offsets=())
 
@@ -76,6 +80,17 @@ def test_benchmark_is_deterministic_and_seed_dependent(bench):
     assert fingerprint([again]) == fingerprint([stored])
     other = BenchmarkConfig(identities=1, frames=2, image_size=32, yaw_offsets=(0.5,), pitch_offsets=(), seed_base=TINY.seed_base + 7)
     assert not torch.equal(benchmark_clip(other, 0).expressions, benchmark_clip(TINY, 0).expressions)
+
+
+def test_identity_seeds_give_known_people_held_out_motion():
+    known = BenchmarkConfig(identities=3, frames=2, image_size=32, identity_seeds=(5, 6))
+    clips = [benchmark_clip(known, index) for index in range(3)]
+    people = [make_clip(5), make_clip(6), make_clip(5)]
+    assert all(clip.shape == person.shape and clip.appearance == person.appearance for clip, person in zip(clips, people))
+    open_world = [benchmark_clip(dataclasses.replace(known, identity_seeds=()), index) for index in range(3)]
+    assert all(torch.equal(a.expressions, b.expressions) for a, b in zip(clips, open_world)), "held-out motion either way"
+    assert open_world[0].shape != clips[0].shape
+    assert benchmark_config_from_json(benchmark_config_to_json(known)) == known  # read back from benchmark.json
 
 
 def test_loading_a_non_benchmark_folder_fails(tmp_path):

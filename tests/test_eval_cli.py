@@ -30,8 +30,9 @@ def checkpoint(tmp_path_factory):
 def test_make_benchmark_then_eval_writes_a_report(checkpoint, tmp_path, capsys):
     bench = tmp_path / "bench"
     assert main(["make-benchmark", "--out", str(bench), "--identities", "2", "--frames", "2", "--size", "32",
-                 "--yaw-offsets", "0.4", "--pitch-offsets"]) == 0  # fmt: skip
+                 "--yaw-offsets", "0.4", "--pitch-offsets", "--identity-seeds", "7"]) == 0  # fmt: skip
     assert load_benchmark(bench).config.yaw_offsets == (0.4,)
+    assert load_benchmark(bench).config.identity_seeds == (7,)
     out = tmp_path / "report"
     code = main(["eval", "--checkpoint", str(checkpoint), "--clips", str(bench), "--out", str(out), "--device", "cpu", "--no-landmarks"])
     assert code == 0, capsys.readouterr().err
@@ -46,6 +47,9 @@ def test_make_benchmark_then_eval_writes_a_report(checkpoint, tmp_path, capsys):
 def test_bad_eval_and_benchmark_options_are_one_line_errors(checkpoint, tmp_path, capsys):
     assert main(["make-benchmark", "--out", str(tmp_path / "b"), "--seed-base", "12"]) == 2
     assert "held out" in capsys.readouterr().err
+    assert main(["make-benchmark", "--out", str(tmp_path / "b"), "--identity-seeds", "3", "-4"]) == 2
+    assert "--identity-seeds" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "x").write_text("x")

@@ -62,6 +62,14 @@ def test_synth_is_reproducible_from_its_seed(tmp_path):
     assert torch.equal(a.frames, b.frames) and torch.equal(a.cameras, b.cameras)
 
 
+def test_synth_identity_seed_records_whose_person_the_clip_shows(tmp_path):
+    assert _synth(tmp_path / "a") == 0 and _synth(tmp_path / "b", "--identity-seed", "7") == 0
+    a, b = read_clip(tmp_path / "a"), read_clip(tmp_path / "b")
+    assert b.extra == {"seed": 3, "identity_seed": 7} and a.extra == {"seed": 3}
+    assert torch.equal(a.parameters["expression"], b.parameters["expression"])
+    assert not torch.equal(a.parameters["shape"], b.parameters["shape"])
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -73,6 +81,7 @@ def test_synth_is_reproducible_from_its_seed(tmp_path):
         (["--views", "-1"], "--views"),
         (["--fps", "0"], "--fps"),
         (["--threads", "0"], "--threads"),
+        (["--identity-seed", "-1"], "--identity-seed"),
     ],
 )
 def test_synth_rejects_bad_arguments_with_one_line(tmp_path, capsys, arguments, message):

@@ -29,6 +29,8 @@ from portrait4d.synthetic import (
 from portrait4d.synthetic import renderer as synthetic_renderer
 from portrait4d.synthetic.anatomy import BUST_TOP, HEAD_HULL, SCENE_BOUNDS
 from portrait4d.synthetic.landmarks import LEFT_EYE, RIGHT_EYE
+from portrait4d.synthetic.params import identity_from_seed
+from portrait4d.generators import SyntheticGeneratorConfig, SyntheticHeadGenerator
 from portrait4d.synthetic.renderer import pixel_centres, pixel_rays, trace_rays
 from portrait4d.synthetic.tracer import TraceConfig, sphere_trace
 
@@ -361,6 +363,32 @@ def test_clip_is_deterministic_smooth_and_in_range():
     base_centre = camera_centre(clip.base_cameras)
     assert (base_centre - base_centre[0]).norm(dim=-1).max() < 0.2, "the video camera is near-fixed"
     assert torch.allclose(clip.cameras, posed_camera(clip.poses, clip.base_cameras))
+
+
+def test_identity_seed_shows_another_seeds_person_with_this_seeds_motion():
+    config = ClipConfig(n_frames=8)
+    own, other, worn = make_clip(4, config), make_clip(9, config), make_clip(4, config, identity_seed=9)
+    assert worn.shape == other.shape and worn.appearance == other.appearance
+    assert worn.shape != own.shape
+    assert torch.equal(worn.expressions, own.expressions) and torch.equal(worn.cameras, own.cameras)
+    assert identity_from_seed(9) == (other.shape, other.appearance) == (HeadParams.from_seed(9).shape, HeadParams.from_seed(9).appearance)
+
+
+def test_generator_with_identity_seeds_draws_only_those_people_and_new_expressions():
+    seeds = (11, 12, 13)
+    closed = SyntheticHeadGenerator(SyntheticGeneratorConfig(identity_seeds=seeds))
+    open_world = SyntheticHeadGenerator()
+    people = {tuple(HeadShape.sample(torch.Generator().manual_seed(s)).to_tensor().tolist()) for s in seeds}
+    drawn, expressions = [], set()
+    for i in range(60):
+        sample = closed.sample(torch.Generator().manual_seed(i))
+        drawn.append(tuple(sample.identity.tolist()))
+        expressions.add(tuple(sample.expression.tolist()))
+        same_stream = open_world.sample(torch.Generator().manual_seed(i))
+        assert torch.equal(sample.expression, same_stream.expression), "the motion stream is the open world's"
+    assert set(drawn) == people  # only those people, every one of them
+    assert min(drawn.count(p) for p in people) >= 8  # about 20 each of 60
+    assert len(expressions) == 60
 
 
 def test_blinks_happen_at_the_configured_rate():

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from portrait4d.synthetic.head import SyntheticHead
-from portrait4d.synthetic.params import Appearance, Expression, HeadParams, HeadPose, HeadShape
+from portrait4d.synthetic.params import Appearance, Expression, HeadParams, HeadPose, HeadShape, identity_from_seed
 from portrait4d.synthetic.pose import posed_camera
 from portrait4d.synthetic.renderer import RenderConfig, render
 
@@ -78,6 +78,11 @@ class SyntheticGeneratorConfig:
     upright, as the official stage-1 data (neck pose 0); the cameras still vary."""
     expression_activity: float = 0.5
     """Probability that each expression component is active (``Expression.sample``)."""
+    identity_seeds: tuple[int, ...] = ()
+    """Empty: every head is a new identity. Otherwise each head is one of these identities
+    (:func:`~portrait4d.synthetic.params.identity_from_seed`, uniformly), with a random
+    expression and pose: a closed world of few people, for experiments that isolate motion
+    from identity (clips of the same people: ``portrait4d synth --identity-seed``)."""
 
 
 class SyntheticHeadGenerator:
@@ -94,6 +99,9 @@ class SyntheticHeadGenerator:
         appearance = Appearance.sample(generator)
         expression = Expression.sample(generator, self.config.expression_activity)
         pose = HeadPose.sample(generator, self.config.pose_scale)
+        if self.config.identity_seeds:
+            chosen = int(torch.randint(len(self.config.identity_seeds), (), generator=generator))
+            shape, appearance = identity_from_seed(self.config.identity_seeds[chosen])
         return HeadSample(shape.to_tensor(), expression.to_tensor(), pose.to_tensor(), appearance.to_tensor())
 
     def params(self, sample: HeadSample) -> HeadParams:

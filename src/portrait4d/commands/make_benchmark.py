@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yaw-offsets", type=float, nargs="*", metavar="RAD", help="yaw offsets of the ground-truth views in radians (default -0.6 -0.3 0.3 0.6)")
     parser.add_argument("--pitch-offsets", type=float, nargs="*", metavar="RAD", help="pitch offsets of the ground-truth views in radians (default -0.2 0.2)")
     parser.add_argument("--seed-base", type=int, metavar="K", help="first held-out seed, at least 2^32 (default 2^40)")
+    parser.add_argument("--identity-seeds", type=int, nargs="+", metavar="J",
+                        help="clip i shows the person of seed J[i mod n] with held-out motion (default: held-out people)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
 
 
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
     if args.size is not None and not 32 <= args.size <= 1024:
         raise UserInputError(f"--size must be between 32 and 1024 pixels, got {args.size}")
+    if args.identity_seeds is not None and not all(0 <= seed < 2**63 for seed in args.identity_seeds):
+        raise UserInputError(f"--identity-seeds must be non-negative integers below 2^63, got {args.identity_seeds}")
     if args.seed_base is not None and args.seed_base >= 2**63:
         raise UserInputError(f"--seed-base must be below 2^63, got {args.seed_base}")
     given = {
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         "yaw_offsets": None if args.yaw_offsets is None else tuple(args.yaw_offsets),
         "pitch_offsets": None if args.pitch_offsets is None else tuple(args.pitch_offsets),
         "seed_base": args.seed_base,
+        "identity_seeds": None if args.identity_seeds is None else tuple(args.identity_seeds),
     }
     try:
         config = dataclasses.replace(BenchmarkConfig(), **{key: value for key, value in given.items() if value is not None})

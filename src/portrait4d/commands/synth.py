@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=2, metavar="V", help="extra ground-truth views per frame (default 2)")
     parser.add_argument("--size", type=int, default=128, metavar="S", help=f"image size in pixels, {MIN_SIZE}..{MAX_SIZE} (default 128)")
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="identity and motion seed (default 0)")
+    parser.add_argument("--identity-seed", type=int, default=None, metavar="J",
+                        help="show the person of seed J with the motion of --seed (default: the person of --seed)")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the clip (default 25)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument(
@@ -44,6 +46,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UserInputError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {args.size}")
     if not 0 <= args.seed < 2**63:
         raise UserInputError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.identity_seed is not None and not 0 <= args.identity_seed < 2**63:
+        raise UserInputError(f"--identity-seed must be a non-negative integer, got {args.identity_seed}")
     if args.threads < 1:
         raise UserInputError(f"--threads must be at least 1, got {args.threads}")
     if not args.fps > 0:
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     config = dataclasses.replace(ClipConfig(), n_frames=args.frames, fps=args.fps)
-    clip = make_clip(args.seed, config)
+    clip = make_clip(args.seed, config, identity_seed=args.identity_seed)
     with tqdm(total=args.frames, desc="synth", unit="frame") as bar:
         data = export_clip(clip, args.size, args.views, progress=bar.update)
     sheet = io.BytesIO()

@@ -2,7 +2,8 @@
 
 Real videos show each moment from one camera; the synthetic head world can render any
 frame from any camera, and can render one identity wearing another clip's motion. The
-benchmark folder holds, for ``identities`` heads drawn from fixed *held-out* seeds:
+benchmark folder holds, for ``identities`` heads drawn from fixed *held-out* seeds (or,
+with ``identity_seeds``, known people moving in held-out ways):
 
 * ``clips/NNN/``: a monocular clip (frames, cameras, landmarks, masks, depth) whose extra
   views are the ground truth of every frame from cameras orbited by fixed yaw / pitch
@@ -63,6 +64,11 @@ class BenchmarkConfig:
     seed_base: int = HELD_OUT_SEED_BASE
     fps: float = 3.0
     """Frames are 1 / fps seconds apart: a low rate spreads few frames over seconds of motion."""
+    identity_seeds: tuple[int, ...] = ()
+    """Empty: clip i shows the held-out person of its own seed. Otherwise clip i shows the
+    person of ``identity_seeds[i mod n]`` (:func:`~portrait4d.synthetic.params.identity_from_seed`)
+    with held-out motion: the benchmark of a closed world of few people
+    (``SyntheticGeneratorConfig.identity_seeds``), where only motion and views are new."""
 
     def __post_init__(self) -> None:
         if self.identities < 1 or self.frames < 2:
@@ -104,7 +110,8 @@ def orbit_camera(cameras: torch.Tensor, yaw: float, pitch: float) -> torch.Tenso
 def benchmark_clip(config: BenchmarkConfig, index: int) -> SyntheticClip:
     """Identity ``index``'s clip (motion, pose and camera path)."""
     clip_config = dataclasses.replace(ClipConfig(), n_frames=config.frames, fps=config.fps)
-    return make_clip(config.seeds[index], clip_config)
+    people = config.identity_seeds
+    return make_clip(config.seeds[index], clip_config, identity_seed=people[index % len(people)] if people else None)
 
 
 def render_clip_with_views(clip: SyntheticClip, config: BenchmarkConfig) -> ClipData:

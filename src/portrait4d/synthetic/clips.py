@@ -19,7 +19,15 @@ import torch
 from portrait4d.camera import look_at_label, sample_views
 from portrait4d.data.clip_format import ClipData, ClipViews
 from portrait4d.synthetic.head import SyntheticHead
-from portrait4d.synthetic.params import PARAMETER_GROUPS, Appearance, Expression, HeadParams, HeadPose, HeadShape
+from portrait4d.synthetic.params import (
+    PARAMETER_GROUPS,
+    Appearance,
+    Expression,
+    HeadParams,
+    HeadPose,
+    HeadShape,
+    identity_from_seed,
+)
 from portrait4d.synthetic.pose import posed_camera
 from portrait4d.synthetic.renderer import RenderConfig, SyntheticRender, render
 
@@ -63,6 +71,8 @@ class SyntheticClip:
     fps: float
     seed: int
     config: ClipConfig = field(default_factory=ClipConfig)
+    identity_seed: int | None = None
+    """Seed whose person the clip shows, when not ``seed``'s own."""
 
     @property
     def n_frames(self) -> int:
@@ -165,17 +175,23 @@ def _video_camera(config: ClipConfig, generator: torch.Generator) -> torch.Tenso
     )
 
 
-def make_clip(seed: int, config: ClipConfig = ClipConfig()) -> SyntheticClip:
-    """A clip of one random identity, fully determined by ``seed`` and ``config``."""
+def make_clip(seed: int, config: ClipConfig = ClipConfig(), identity_seed: int | None = None) -> SyntheticClip:
+    """A clip of one random identity, fully determined by ``seed`` and ``config``.
+
+    ``identity_seed``: show the identity of seed ``identity_seed`` instead (the person of
+    ``make_clip(identity_seed)``) with the motion and camera of ``seed``.
+    """
     if config.n_frames < 1:
         raise ValueError("a clip needs at least one frame")
     generator = torch.Generator().manual_seed(seed)
-    shape = HeadShape.sample(generator)
+    shape = HeadShape.sample(generator)  # drawn even when replaced: the motion stream stays the same
     appearance = Appearance.sample(generator)
+    if identity_seed is not None:
+        shape, appearance = identity_from_seed(identity_seed)
     expressions, poses = _trajectories(config, generator)
     base = _video_camera(config, generator)
     return SyntheticClip(
-        shape, appearance, expressions, poses, base, posed_camera(poses, base), config.fps, seed, config
+        shape, appearance, expressions, poses, base, posed_camera(poses, base), config.fps, seed, config, identity_seed
     )
 
 
@@ -234,5 +250,5 @@ def export_clip(
         parameters=parameters,
         parameter_names={group: list(kind.names()) for group, kind in PARAMETER_GROUPS.items()},
         views=views,
-        extra={"seed": clip.seed},
+        extra={"seed": clip.seed} if clip.identity_seed is None else {"seed": clip.seed, "identity_seed": clip.identity_seed},
     )

@@ -263,6 +263,13 @@ class HeadParams:
         return cls.sample(torch.Generator().manual_seed(seed))
 
 
+def identity_from_seed(seed: int) -> tuple[HeadShape, Appearance]:
+    """The identity (α, z) that seed ``seed`` gives :meth:`HeadParams.from_seed` and
+    ``synthetic.clips.make_clip``: the way to show one person again with other motion."""
+    generator = torch.Generator().manual_seed(seed)
+    return HeadShape.sample(generator), Appearance.sample(generator)
+
+
 PARAMETER_GROUPS: dict[str, type[ParameterGroup]] = {
     "shape": HeadShape,
     "expression": Expression,
