@@ -28,7 +28,8 @@ from portrait4d import presets  # noqa: E402
 from portrait4d.camera import sample_views  # noqa: E402
 from portrait4d.data.clip_format import read_clip  # noqa: E402
 from portrait4d.evaluation.runner import resolve_inputs  # noqa: E402
-from portrait4d.evaluation.transfer import expression_transfer, judge_on_frames, transfer_pairs  # noqa: E402
+from portrait4d.evaluation.transfer import expression_transfer, judge_on_frames, transfer_pairs, transfer_sheet  # noqa: E402
+from portrait4d.fileio import atomic_file  # noqa: E402
 from portrait4d.models.learned_encoders import load_motion_encoder  # noqa: E402
 from portrait4d.models.motion import NESTED_MOTION_ENCODER, load_motion_embedder  # noqa: E402
 from portrait4d.pseudo_views import as_static, motion_retention  # noqa: E402
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--judge", required=True, help="learned motion encoder folder that judges (needs its β read-out)")
     parser.add_argument("--init", help="Ψ3d checkpoint: adds the motion retention of its pseudo views")
     parser.add_argument("--name", default="stage2_transfer", help="results/<name>.json")
+    parser.add_argument("--sheet", type=Path, help="also save a PNG: per pair of large expression change, source, "
+                        "truth, then each checkpoint driven and its control (evaluation.transfer.transfer_sheet)")
     args = parser.parse_args()
     torch.manual_seed(0)
     clips, _ = resolve_inputs([args.benchmark])
@@ -60,9 +63,11 @@ def main() -> None:
             sample_views("pseudo", len(pairs), seed=0), generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
     report["checkpoints"] = {}
+    models = []
     for checkpoint in args.checkpoint:
         G = presets.load_pretrained(checkpoint).eval()
         motion = load_motion_embedder(args.motion_encoder or Path(checkpoint) / NESTED_MOTION_ENCODER).eval()
+        models.append((G, motion))
         report["checkpoints"][checkpoint] = result = expression_transfer(G, motion, judge, pairs)
         own = result["own"]
         print(
@@ -71,6 +76,10 @@ def main() -> None:
             f"Δβ corr {own['delta_beta_corr']:+.3f}, slope {own['delta_beta_slope']:+.3f}"
         )
     write_results(args.name, report)
+    if args.sheet:
+        with atomic_file(args.sheet) as temporary:
+            transfer_sheet(models, pairs).save(temporary, format="PNG")
+        print(f"wrote {args.sheet}: rows = pairs; columns = source, truth, then per checkpoint driven | control")
 
 
 if __name__ == "__main__":

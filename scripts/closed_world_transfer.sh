@@ -52,5 +52,5 @@ wait
 
 # 4. Transfer against the v_d = v_s control, and how much motion Ψ3d's pseudo views kept
 python benchmarks/stage2_transfer.py --benchmark "$RUN/benchmark" --checkpoint "$RUN/paper/psi" "$RUN/monocular/psi" \
-  --judge "$E_MOT" --init "$RUN/stage1/psi3d" --name "transfer_$(basename "$RUN")"
+  --judge "$E_MOT" --init "$RUN/stage1/psi3d" --name "transfer_$(basename "$RUN")" --sheet "$RUN/transfer.png"
 mv "benchmarks/results/transfer_$(basename "$RUN").json" "$RUN/transfer.json"

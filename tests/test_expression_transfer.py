@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from types import SimpleNamespace
 
+import numpy
 import pytest
 import torch
 from torch import nn
 
 from portrait4d import camera
 from portrait4d.data.clip_format import ClipData, ClipViews
-from portrait4d.evaluation.transfer import correlation, expression_transfer, judge_on_frames, transfer_pairs
+from portrait4d.evaluation.transfer import correlation, expression_transfer, judge_on_frames, transfer_pairs, transfer_sheet
 
 SIZE = 8
 
@@ -94,6 +95,21 @@ def test_a_psi_that_copies_the_driving_expression_gains_and_one_that_ignores_it_
         assert half[view]["delta_beta_slope"] == pytest.approx(0.5, abs=0.02)
         assert 0 < half[view]["gain"] < copies[view]["gain"]
     assert judge_on_frames(judge, pairs) > 0.99
+
+
+def test_transfer_sheet_shows_the_largest_changes_with_truth_driven_and_control(pairs):
+    judge, tile, count = ColourJudge(), 16, 3
+    sheet = transfer_sheet([(StandInPsi(1.0), judge), (StandInPsi(0.0), judge)], pairs, count=count, tile=tile)
+    caption = sheet.height // count - tile
+    assert sheet.size == (6 * tile, count * (tile + caption))
+    pixels = torch.from_numpy(numpy.array(sheet)).long()
+    largest = (pairs.beta_d - pairs.beta_s).norm(dim=-1).topk(count).indices
+    for row, index in enumerate(largest.tolist()):
+        centre = [pixels[row * (tile + caption) + caption + tile // 2, c * tile + tile // 2] for c in range(6)]
+        source, truth = pairs.source[index], pairs.driving[index]
+        # source, truth, copier driven (= truth) and its control (= source), ignorer driven and control (= source)
+        for got, image in zip(centre, [source, truth, truth, source, source, source]):
+            assert got.tolist() == pytest.approx(((image[:, 0, 0] + 1) * 127.5).tolist(), abs=1)
 
 
 def test_correlation_is_zero_without_variation_and_signed_otherwise():

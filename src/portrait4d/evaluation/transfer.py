@@ -21,12 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from portrait4d.data.clip_format import ClipData
-from portrait4d.data.records import join_records
+from portrait4d.data.contact_sheet import tile_rows
+from portrait4d.data.records import join_records, map_fields
 from portrait4d.models.learned_encoders import MotionEncoder
 from portrait4d.models.motion import MotionEmbedder, clip_landmarks_to_crop
 from portrait4d.models.synthesizer import MotionInputs, Synthesizer
+from portrait4d.pseudo_views import to_uint8
 
 CHUNK = 32
 """Pairs rendered at once."""
@@ -143,3 +146,24 @@ def judge_on_frames(judge: MotionEncoder, pairs: TransferPairs) -> float:
     """Δβ correlation of the judge on the real frames themselves: the best a Ψ can score."""
     change = judge.expression(pairs.driving, pairs.driving_landmarks) - judge.expression(pairs.source, pairs.source_landmarks)
     return correlation(change, pairs.beta_d - pairs.beta_s)
+
+
+@torch.no_grad()
+def transfer_sheet(
+    models: Sequence[tuple[Synthesizer, MotionEmbedder]], pairs: TransferPairs, count: int = 6, tile: int = 96
+) -> Image.Image:
+    """A picture of transfer: rows are the ``count`` pairs with the largest true expression
+    change |β_d − β_s|; columns the source, the driving frame (the truth), then for each
+    (Ψ, E_mot) of ``models`` Ψ driven by that frame and Ψ driven by the source itself (the
+    control), all at the driving frame's camera. A Ψ that transfers differs from its control
+    where the truth differs from the source."""
+    chosen = (pairs.beta_d - pairs.beta_s).norm(dim=-1).topk(min(count, len(pairs))).indices
+    subset = map_fields(pairs, lambda tensor: tensor[chosen])
+    columns = [subset.source, subset.driving]
+    for G, motion in models:
+        v_s = motion(subset.source, subset.source_landmarks)
+        v_d = motion(subset.driving, subset.driving_landmarks)
+        columns += [reenact_pairs(G, subset, v_s, v_d, subset.driving_camera), reenact_pairs(G, subset, v_s, v_s, subset.driving_camera)]
+    changes = (subset.beta_d - subset.beta_s).norm(dim=-1).tolist()
+    rows = [[to_uint8(column[i]) for column in columns] for i in range(len(chosen))]
+    return tile_rows(rows, tile, captions=[f"|Δβ| {change:.2f}" for change in changes], background=(255, 255, 255))
