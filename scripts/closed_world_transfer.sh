@@ -6,13 +6,13 @@
 # (Ψ driven by the source itself). Two stage-2 variants from the same Ψ3d, E_mot, clips,
 # seed and budget: the paper's cross-view schedule and the monocular one (real driving
 # input and real target always), the paper's central ablation in miniature.
-# About 1.5 h on 2 CPU cores.
+# About 1 h on 2 CPU cores (stage 1 40 min, stage 2 25 min, judging 4 min).
 #
 #   bash scripts/closed_world_transfer.sh RUN_DIR [PERSON ...]   (default person: 901,
 #                                                                 the bundled driving clip's)
 #
-# Results: RUN_DIR/transfer.json; docs/evaluation.md ("Expression transfer against its
-# control") reports the runs of one person (901) and of four (901-904).
+# docs/evaluation.md ("Expression transfer against its control") reports the runs of one
+# person (901; RUN_DIR runs/one_person) and of four (901-904; runs/four_people).
 set -euo pipefail
 RUN=${1:?usage: closed_world_transfer.sh RUN_DIR [PERSON ...]}
 shift
@@ -43,14 +43,14 @@ CLIPS=$(( ${#PEOPLE[@]} > 3 ? 2 * ${#PEOPLE[@]} : 6 ))
 #    adversarial off in both (CPU budget)
 train() {
   portrait4d train-4d --preset tiny --out "$RUN/$1" --resume auto --init "$RUN/stage1/psi3d" \
-    --motion-encoder "$E_MOT" --clips "$RUN/clips" --set trainer.steps=2000 loss.identity=0 \
+    --motion-encoder "$E_MOT" --clips "$RUN/clips" --set trainer.steps=1500 loss.identity=0 \
     loss.adversarial=0 "${@:2}" > "$RUN/$1.log" 2>&1
 }
 train paper &
 train monocular cross_view.real_target=1 cross_view.real_driving=1 &
 wait
 
-# 4. Transfer against the v_d = v_s control, and how much motion Ψ3d's pseudo views kept
+# 4. Transfer against the v_d = v_s control, how much motion Ψ3d's pseudo views kept, and a
+#    picture (benchmarks/results/closed_world_<RUN name>.json, RUN_DIR/transfer.png)
 python benchmarks/stage2_transfer.py --benchmark "$RUN/benchmark" --checkpoint "$RUN/paper/psi" "$RUN/monocular/psi" \
-  --judge "$E_MOT" --init "$RUN/stage1/psi3d" --name "transfer_$(basename "$RUN")" --sheet "$RUN/transfer.png"
-mv "benchmarks/results/transfer_$(basename "$RUN").json" "$RUN/transfer.json"
+  --judge "$E_MOT" --init "$RUN/stage1/psi3d" --name "closed_world_$(basename "$RUN")" --sheet "$RUN/transfer.png"

@@ -166,4 +166,4 @@ def transfer_sheet(
         columns += [reenact_pairs(G, subset, v_s, v_d, subset.driving_camera), reenact_pairs(G, subset, v_s, v_s, subset.driving_camera)]
     changes = (subset.beta_d - subset.beta_s).norm(dim=-1).tolist()
     rows = [[to_uint8(column[i]) for column in columns] for i in range(len(chosen))]
-    return tile_rows(rows, tile, captions=[f"|Δβ| {change:.2f}" for change in changes], background=(255, 255, 255))
+    return tile_rows(rows, tile, captions=[f"expression change {change:.2f}" for change in changes], background=(255, 255, 255))
