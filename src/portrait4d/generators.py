@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from portrait4d.synthetic.head import SyntheticHead
-from portrait4d.synthetic.params import Appearance, Expression, HeadParams, HeadPose, HeadShape, identity_from_seed
+from portrait4d.synthetic.params import Appearance, Expression, HeadParams, HeadPose, HeadShape, identity_from_seed, sample_identity
 from portrait4d.synthetic.pose import posed_camera
 from portrait4d.synthetic.renderer import RenderConfig, render
 
@@ -95,8 +95,7 @@ class SyntheticHeadGenerator:
         self.render_config = render_config
 
     def sample(self, generator: torch.Generator) -> HeadSample:
-        shape = HeadShape.sample(generator)
-        appearance = Appearance.sample(generator)
+        shape, appearance = sample_identity(generator)  # drawn even when replaced: the motion stream stays the same
         expression = Expression.sample(generator, self.config.expression_activity)
         pose = HeadPose.sample(generator, self.config.pose_scale)
         if self.config.identity_seeds:

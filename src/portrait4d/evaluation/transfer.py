@@ -157,13 +157,12 @@ def transfer_sheet(
     (Ψ, E_mot) of ``models`` Ψ driven by that frame and Ψ driven by the source itself (the
     control), all at the driving frame's camera. A Ψ that transfers differs from its control
     where the truth differs from the source."""
-    chosen = (pairs.beta_d - pairs.beta_s).norm(dim=-1).topk(min(count, len(pairs))).indices
+    changes, chosen = (pairs.beta_d - pairs.beta_s).norm(dim=-1).topk(min(count, len(pairs)))
     subset = map_fields(pairs, lambda tensor: tensor[chosen])
     columns = [subset.source, subset.driving]
     for G, motion in models:
         v_s = motion(subset.source, subset.source_landmarks)
         v_d = motion(subset.driving, subset.driving_landmarks)
         columns += [reenact_pairs(G, subset, v_s, v_d, subset.driving_camera), reenact_pairs(G, subset, v_s, v_s, subset.driving_camera)]
-    changes = (subset.beta_d - subset.beta_s).norm(dim=-1).tolist()
     rows = [[to_uint8(column[i]) for column in columns] for i in range(len(chosen))]
-    return tile_rows(rows, tile, captions=[f"expression change {change:.2f}" for change in changes], background=(255, 255, 255))
+    return tile_rows(rows, tile, captions=[f"expression change {change:.2f}" for change in changes.tolist()], background=(255, 255, 255))

@@ -27,6 +27,7 @@ from portrait4d.synthetic.params import (
     HeadPose,
     HeadShape,
     identity_from_seed,
+    sample_identity,
 )
 from portrait4d.synthetic.pose import posed_camera
 from portrait4d.synthetic.renderer import RenderConfig, SyntheticRender, render
@@ -184,8 +185,7 @@ def make_clip(seed: int, config: ClipConfig = ClipConfig(), identity_seed: int |
     if config.n_frames < 1:
         raise ValueError("a clip needs at least one frame")
     generator = torch.Generator().manual_seed(seed)
-    shape = HeadShape.sample(generator)  # drawn even when replaced: the motion stream stays the same
-    appearance = Appearance.sample(generator)
+    shape, appearance = sample_identity(generator)  # drawn even when replaced: the motion stream stays the same
     if identity_seed is not None:
         shape, appearance = identity_from_seed(identity_seed)
     expressions, poses = _trajectories(config, generator)

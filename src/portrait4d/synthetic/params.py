@@ -253,8 +253,7 @@ class HeadParams:
     @classmethod
     def sample(cls, generator: torch.Generator | None = None) -> HeadParams:
         """A random identity with a random expression and pose."""
-        shape = HeadShape.sample(generator)
-        appearance = Appearance.sample(generator)
+        shape, appearance = sample_identity(generator)
         return cls(shape, Expression.sample(generator), HeadPose.sample(generator), appearance)
 
     @classmethod
@@ -263,11 +262,16 @@ class HeadParams:
         return cls.sample(torch.Generator().manual_seed(seed))
 
 
+def sample_identity(generator: torch.Generator | None = None) -> tuple[HeadShape, Appearance]:
+    """A random identity (α, z): the first draws of every sampler of heads and clips, so a
+    seed names the same person everywhere (:func:`identity_from_seed`)."""
+    return HeadShape.sample(generator), Appearance.sample(generator)
+
+
 def identity_from_seed(seed: int) -> tuple[HeadShape, Appearance]:
     """The identity (α, z) that seed ``seed`` gives :meth:`HeadParams.from_seed` and
     ``synthetic.clips.make_clip``: the way to show one person again with other motion."""
-    generator = torch.Generator().manual_seed(seed)
-    return HeadShape.sample(generator), Appearance.sample(generator)
+    return sample_identity(torch.Generator().manual_seed(seed))
 
 
 PARAMETER_GROUPS: dict[str, type[ParameterGroup]] = {
