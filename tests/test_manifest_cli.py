@@ -59,7 +59,7 @@ def test_preset_choice_is_honoured(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "huge"], "unknown preset 'huge'; choose one of official, mid, tiny"),
+        (["--preset", "huge"], "unknown preset 'huge'; choose one of official, mid, small, tiny"),
         (["--preset", "tiny", "--net", "pdfgc"], "preset 'tiny' has no PD-FGC motion encoder"),
     ],
 )

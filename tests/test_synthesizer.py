@@ -21,6 +21,7 @@ from portrait4d.models.synthesizer import (
     SynthesizerConfig,
     mid,
     official,
+    small,
     tiny,
 )
 
@@ -113,13 +114,27 @@ def test_motion_parameters_are_the_official_cross_group(official_on_meta):
 
 
 def test_presets_are_consistent_and_round_trip_through_json():
-    for preset in (official, mid, tiny):
+    for preset in (official, mid, small, tiny):
         config = preset()
         assert config_from_json(SynthesizerConfig, config_to_json(config)) == config
     assert official().plane_resolution == 256 and official().plane_channels == 32
     assert tiny().plane_resolution == 32 and tiny().plane_channels == 8
+    assert small().plane_resolution == 64 and small().render_resolution == 64
     with torch.device("meta"):
         assert 40e6 < sum(p.numel() for p in Synthesizer(mid()).parameters()) < 80e6
+
+
+def test_small_preset_is_listed_and_renders_128_px_from_a_64_px_raw_render():
+    from portrait4d.presets import PRESETS, build_discriminator, build_generator
+
+    assert "small" in PRESETS
+    preset = PRESETS["small"]()
+    torch.manual_seed(0)
+    G = build_generator(preset)
+    out = G(torch.zeros(1, 3, 128, 128), MotionInputs(torch.zeros(1, 64), torch.zeros(1, 64)), camera.frontal_label((1,)))
+    assert out.image_sr.shape == (1, 3, 128, 128) and out.image.shape == (1, 3, 64, 64)
+    assert torch.isfinite(out.image_sr).all()
+    assert build_discriminator(preset).config.img_resolution == 128
 
 
 def test_config_rejects_inconsistent_sizes():

@@ -2,12 +2,14 @@
 
 A :class:`ModelPreset` bundles the configs of Ψ (``G``), the discriminator (``D``) and
 the PD-FGC motion encoder E_mot (``pdfgc``) so that they agree (image size, motion size,
-camera label). Three presets, as functions (same code, different sizes):
+camera label). Four presets, as functions (same code, different sizes):
 
 * ``official`` — exactly the released Portrait4D-v2 networks: names, shapes and order of
   spec/manifests/G_v2.tsv (without the optional FLAME ``deformer.*`` rows), D_v2.tsv and
   PDFGC_FanEncoder.tsv, so official weights load unchanged;
 * ``mid`` — 256-px model for single-GPU training, still driven by PD-FGC embeddings;
+* ``small`` — 128-px model with ``tiny``'s widths: the CPU preset whose tri-plane and
+  raw render are fine enough for the synthetic world's expressions;
 * ``tiny`` — 64-px model with 64-d motion for CPU tests and the bundled demo; its motion
   embeddings come from a learned encoder or the synthetic world, not from PD-FGC.
 
@@ -77,7 +79,12 @@ def tiny() -> ModelPreset:
     return ModelPreset("tiny", synthesizer.tiny(), discriminator.tiny(), None)
 
 
-PRESETS: Mapping[str, Callable[[], ModelPreset]] = {"official": official, "mid": mid, "tiny": tiny}
+def small() -> ModelPreset:
+    """128-px Ψ and D with 64-d motion: the CPU preset that can learn expressions (no PD-FGC)."""
+    return ModelPreset("small", synthesizer.small(), discriminator.small(), None)
+
+
+PRESETS: Mapping[str, Callable[[], ModelPreset]] = {"official": official, "mid": mid, "small": small, "tiny": tiny}
 
 
 def get_preset(name: str) -> ModelPreset:

@@ -14,7 +14,7 @@ PRETRAINED_NAME = "psi3d"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("tiny", "mid", "official"), default=None,
+    parser.add_argument("--preset", choices=("tiny", "small", "mid", "official"), default=None,
                         help="model and schedule size (default: the config file's preset, else tiny)")
     parser.add_argument("--out", metavar="RUN", required=True, help="run folder (config, logs, checkpoints, psi3d/)")
     add_training_arguments(parser)

@@ -15,7 +15,7 @@ PRETRAINED_NAME = "psi"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("tiny", "mid", "official"), default=None,
+    parser.add_argument("--preset", choices=("tiny", "small", "mid", "official"), default=None,
                         help="schedule size (default: the config file's preset, else tiny); must fit Ψ3d")
     parser.add_argument("--out", metavar="RUN", required=True, help="run folder (config, logs, checkpoints, psi/)")
     parser.add_argument("--init", metavar="PSI3D", default=None,

@@ -83,6 +83,11 @@ def tiny() -> DiscriminatorConfig:
     return replace(official(), img_resolution=64, channel_base=512, channel_max=32, mapping_layers=2)
 
 
+def small() -> DiscriminatorConfig:
+    """``tiny``'s widths for 128-px images (the ``small`` preset)."""
+    return replace(tiny(), img_resolution=128)
+
+
 @dataclass(frozen=True)
 class DiscriminatorInput:
     """What D judges. Images in [-1, 1]; any side other than D's resolution is resized."""

@@ -148,7 +148,12 @@ def tiny() -> Stage1Config:
     )
 
 
-STAGE1_PRESETS = {"official": official, "mid": mid, "tiny": tiny}
+def small() -> Stage1Config:
+    """CPU, 128 px (the ``small`` model preset): ``tiny``'s schedule with R 32 -> 64."""
+    return replace(tiny(), preset="small", resolution=ResolutionRamp(32, 64, 2.0, 2.0))
+
+
+STAGE1_PRESETS = {"official": official, "mid": mid, "small": small, "tiny": tiny}
 
 
 def model_preset(config: Stage1Config) -> ModelPreset:

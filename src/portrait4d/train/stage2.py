@@ -205,7 +205,12 @@ def tiny() -> Stage2Config:
     )
 
 
-STAGE2_PRESETS = {"official": official, "mid": mid, "tiny": tiny}
+def small() -> Stage2Config:
+    """CPU, 128 px (the ``small`` model preset): ``tiny``'s schedule, rendered at R 64."""
+    return replace(tiny(), preset="small", resolution=ResolutionRamp(64, None))
+
+
+STAGE2_PRESETS = {"official": official, "mid": mid, "small": small, "tiny": tiny}
 
 
 # --------------------------------------------------------------------------- per-sample plan
