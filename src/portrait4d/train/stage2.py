@@ -440,10 +440,9 @@ class Stage2Task(StatelessTask):
         if len(keep) == 0:
             return None
         pair, cameras, size = map_fields(pair, lambda tensor: tensor[keep]), plan.camera_p[keep], pair.source.shape[-1]
-        true_source, true_driving = (
-            render_recorded_pairs(clips, pair.clip, frames, cameras, size).to(context.device)
-            for frames in (pair.source_frame, pair.driving_frame)
-        )
+        frames = torch.cat([pair.source_frame, pair.driving_frame])  # one call: a frame's head is built once
+        truths = render_recorded_pairs(clips, pair.clip.repeat(2), frames, cameras.repeat(2, 1), size).to(context.device)
+        true_source, true_driving = truths.chunk(2)
         jitter = torch.Generator(context.device).manual_seed(context.seed)
         return pixel_retention(self.psi3d, pair.source, pair.driving, true_source, true_driving, cameras, jitter), len(keep)
 
