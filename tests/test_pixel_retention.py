@@ -13,7 +13,7 @@ import torch
 
 from portrait4d import camera, pseudo_views
 from portrait4d.data.clip_format import write_clip
-from portrait4d.synthetic.clips import ClipConfig, export_clip, has_recorded_heads, make_clip, render_recorded, render_recorded_pairs
+from portrait4d.synthetic.clips import ClipConfig, export_clip, has_recorded_heads, make_clip, render_recorded, true_pair_views
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stage2_helpers import random_clip  # noqa: E402
@@ -48,8 +48,11 @@ def test_recorded_heads_render_the_clip_frames_again_and_any_other_view(clip):
     assert torch.equal(((again + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8), clip.frames[[2, 0]])
     turned = camera.sample_views("pseudo", 1, seed=3)
     assert (render_recorded(clip, torch.tensor([0]), turned, SIZE) - again[1:]).abs().mean() > 0.05
-    pairs = render_recorded_pairs({5: clip}, torch.tensor([5, 5]), torch.tensor([2, 0]), clip.cameras[[2, 0]], SIZE)
-    assert torch.equal(pairs, again)
+    # pair (2 -> 0) of clip 5 at frame 2's camera: the source is frame 2 as filmed, the driving frame 0 from there
+    at_two = clip.cameras[[2]]
+    true_source, true_driving = true_pair_views({5: clip}, torch.tensor([5]), torch.tensor([2]), torch.tensor([0]), at_two, SIZE)
+    assert torch.equal(true_source, again[:1])
+    assert torch.equal(true_driving, render_recorded(clip, torch.tensor([0]), at_two, SIZE))
     with pytest.raises(ValueError, match="synthetic head parameters"):
         render_recorded(random_clip(frames=2, size=SIZE), torch.tensor([0]), turned, SIZE)
 

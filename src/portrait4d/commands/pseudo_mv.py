@@ -109,7 +109,7 @@ def clip_retention(psi3d, motion, clip, seed: int) -> dict:
 
     from portrait4d.models.motion import clip_landmarks_to_crop
     from portrait4d.pseudo_views import motion_retention, pixel_retention
-    from portrait4d.synthetic.clips import has_recorded_heads, render_recorded
+    from portrait4d.synthetic.clips import has_recorded_heads, true_pair_views
 
     device = next(psi3d.parameters()).device
     count = min(clip.n_frames - 1, RETENTION_PAIRS)
@@ -124,9 +124,10 @@ def clip_retention(psi3d, motion, clip, seed: int) -> dict:
             generator=torch.Generator(device).manual_seed(seed),
         )  # fmt: skip
     if has_recorded_heads(clip):
-        size = clip.size[0]
-        true_source = render_recorded(clip, torch.zeros(count, dtype=torch.long), cameras, size).to(device)
-        true_driving = render_recorded(clip, torch.arange(1, count + 1), cameras, size).to(device)
+        zeros = torch.zeros(count, dtype=torch.long)
+        true_source, true_driving = (
+            truth.to(device) for truth in true_pair_views([clip], zeros, zeros, torch.arange(1, count + 1), cameras, clip.size[0])
+        )
         measured = pixel_retention(
             psi3d, source, frames[1:], true_source, true_driving, cameras.to(device),
             generator=torch.Generator(device).manual_seed(seed),

@@ -278,18 +278,23 @@ def render_recorded(clip: ClipData, frames: torch.Tensor, cameras: torch.Tensor,
     return images
 
 
-def render_recorded_pairs(
+def true_pair_views(
     clips: Mapping[int, ClipData] | Sequence[ClipData],
     clip_index: torch.Tensor,
-    frames: torch.Tensor,
+    source_frame: torch.Tensor,
+    driving_frame: torch.Tensor,
     cameras: torch.Tensor,
     image_size: int,
-) -> torch.Tensor:
-    """:func:`render_recorded` over several clips: ``[N, 3, S, S]``, item n being frame
-    ``frames[n]`` of clip ``clips[clip_index[n]]`` at ``cameras[n]``."""
-    clip_index, frames, cameras = clip_index.cpu(), frames.cpu(), cameras.cpu()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic world's renders of both frames of each pair at the pair's camera (what
+    :func:`portrait4d.pseudo_views.pair_views` should have rendered): pair n is frames
+    ``source_frame[n]`` and ``driving_frame[n]`` of clip ``clips[clip_index[n]]`` at
+    ``cameras[n]`` -> (true source, true driving), each ``[N, 3, S, S]`` in [-1, 1]."""
+    clip_index, cameras = clip_index.cpu().repeat(2), cameras.cpu().repeat(2, 1)
+    frames = torch.cat([source_frame, driving_frame]).cpu()  # one pass per clip: each frame's head is built once
     images = torch.empty(frames.shape[0], 3, image_size, image_size)
     for index in clip_index.unique().tolist():
         chosen = (clip_index == index).nonzero().flatten()
         images[chosen] = render_recorded(clips[index], frames[chosen], cameras[chosen], image_size)
-    return images
+    true_source, true_driving = images.chunk(2)
+    return true_source, true_driving

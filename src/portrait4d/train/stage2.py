@@ -429,7 +429,7 @@ class Stage2Task(StatelessTask):
         jitter as :meth:`measure_retention`, over those pairs whose clip is synthetic (it records
         its heads, so the true source and driving frames can be rendered at θ_p), with their
         count; None when there are none or the check is off."""
-        from portrait4d.synthetic.clips import has_recorded_heads, render_recorded_pairs
+        from portrait4d.synthetic.clips import has_recorded_heads, true_pair_views
 
         if self.config.cross_view.retention_pairs == 0:
             return None
@@ -440,9 +440,10 @@ class Stage2Task(StatelessTask):
         if len(keep) == 0:
             return None
         pair, cameras, size = map_fields(pair, lambda tensor: tensor[keep]), plan.camera_p[keep], pair.source.shape[-1]
-        frames = torch.cat([pair.source_frame, pair.driving_frame])  # one call: a frame's head is built once
-        truths = render_recorded_pairs(clips, pair.clip.repeat(2), frames, cameras.repeat(2, 1), size).to(context.device)
-        true_source, true_driving = truths.chunk(2)
+        true_source, true_driving = (
+            truth.to(context.device)
+            for truth in true_pair_views(clips, pair.clip, pair.source_frame, pair.driving_frame, cameras, size)
+        )
         jitter = torch.Generator(context.device).manual_seed(context.seed)
         return pixel_retention(self.psi3d, pair.source, pair.driving, true_source, true_driving, cameras, jitter), len(keep)
 
