@@ -171,12 +171,13 @@ def judge_renders(
     )
 
 
-def transfer_scores(judged: JudgedRenders) -> dict[str, float | list[float]]:
+def transfer_scores(judged: JudgedRenders) -> dict[str, float | int | list[float]]:
     """The scores of the module docstring from judged pairs; Δβ scores only where every pair
     has both changes, the judge's ceiling only where every pair has its own."""
     error, control = float(judged.error.mean()), float(judged.error_control.mean())
     l1, l1_control = float(judged.l1.mean()), float(judged.l1_control.mean())
-    scores: dict[str, float | list[float]] = {
+    scores: dict[str, float | int | list[float]] = {
+        "pairs": judged.error.shape[0],
         "expression_error": error,
         "expression_error_control": control,
         "gain": control - error,
@@ -197,14 +198,14 @@ def transfer_scores(judged: JudgedRenders) -> dict[str, float | list[float]]:
 @torch.no_grad()
 def expression_transfer(
     G: Synthesizer, motion: MotionEmbedder, judge: MotionEmbedder, pairs: TransferPairs
-) -> dict[str, dict[str, float | list[float]]]:
+) -> dict[str, dict[str, float | int | list[float]]]:
     """Per judged view (see the module docstring): driven vs control errors, gain, Δβ
     correlation (pooled and per field) and slope. ``motion`` drives Ψ; ``judge`` judges (a
     learned motion encoder has the β read-out that Δβ needs)."""
     v_s = motion(pairs.source, pairs.source_landmarks)
     v_d = motion(pairs.driving, pairs.driving_landmarks)
     true_change = pairs.beta_d - pairs.beta_s
-    results: dict[str, dict[str, float | list[float]]] = {}
+    results: dict[str, dict[str, float | int | list[float]]] = {}
     for name, (truth, landmarks, cameras) in pairs.judged_views().items():
         driven = reenact_pairs(G, pairs, v_s, v_d, cameras)
         control = reenact_pairs(G, pairs, v_s, v_s, cameras)
