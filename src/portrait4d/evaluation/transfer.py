@@ -43,6 +43,9 @@ from portrait4d.synthetic.params import Expression
 
 CHUNK = 32
 """Pairs rendered at once."""
+ROUNDING_CHANGE = 1e-5
+"""RMS of β̂(driven) − β̂(control) below which it is float rounding (the two renders batch
+differently), not transfer: its correlation with the true change would be noise."""
 
 
 @dataclass
@@ -187,6 +190,8 @@ def transfer_scores(judged: JudgedRenders) -> dict[str, float | int | list[float
     }
     change, truth = judged.change, judged.true_change
     if change.isfinite().all() and truth.isfinite().all():
+        if change.square().mean().sqrt() < ROUNDING_CHANGE:
+            change = torch.zeros_like(change)
         scores["delta_beta_corr"] = correlation(change, truth)
         scores["delta_beta_slope"] = gain(change, truth)
         scores["delta_beta_corr_per_field"] = [correlation(change[:, i], truth[:, i]) for i in range(change.shape[1])]
