@@ -6,7 +6,9 @@ driven by the source itself, and judged at the driving frame's camera and at eve
 ground-truth view (:mod:`portrait4d.evaluation.transfer`: expression error and its
 control, gain, Δβ correlation and slope). ``judge_on_frames`` is the Δβ correlation of the
 judge on the real frames (the ceiling). With ``--init PSI3D`` also the motion retention of
-Ψ3d's pseudo views on the same pairs (:func:`portrait4d.pseudo_views.motion_retention`):
+Ψ3d's pseudo views on the same pairs: as the judge sees it
+(:func:`portrait4d.pseudo_views.motion_retention`) and judge-free, per pixel against the
+synthetic world's renders at the same cameras (:func:`portrait4d.pseudo_views.pixel_retention`):
 what stage 2 had to learn from.
 
     python benchmarks/stage2_transfer.py --benchmark runs/benchmark --checkpoint RUN_A/psi RUN_B/psi \
@@ -32,7 +34,8 @@ from portrait4d.evaluation.transfer import expression_transfer, judge_on_frames,
 from portrait4d.fileio import atomic_file  # noqa: E402
 from portrait4d.models.learned_encoders import load_motion_encoder  # noqa: E402
 from portrait4d.models.motion import NESTED_MOTION_ENCODER, load_motion_embedder  # noqa: E402
-from portrait4d.pseudo_views import as_static, motion_retention  # noqa: E402
+from portrait4d.pseudo_views import as_static, motion_retention, pixel_retention  # noqa: E402
+from portrait4d.synthetic.clips import true_pair_views  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     clips, _ = resolve_inputs([args.benchmark])
-    pairs = transfer_pairs([read_clip(path) for path in clips])
+    data = [read_clip(path) for path in clips]
+    pairs = transfer_pairs(data)
     judge = load_motion_encoder(args.judge).eval()
     report: dict = {
         "machine": machine_facts(torch.device("cpu")),
@@ -58,10 +62,19 @@ def main() -> None:
     }
     if args.init:
         psi3d = as_static(presets.load_pretrained(args.init)).eval()
+        cameras = sample_views("pseudo", len(pairs), seed=0)
         report["psi3d_motion_retention"] = motion_retention(
             psi3d, judge, pairs.source, pairs.source_landmarks, pairs.driving, pairs.driving_landmarks,
-            sample_views("pseudo", len(pairs), seed=0), generator=torch.Generator().manual_seed(0),
+            cameras, generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
+        size = pairs.source.shape[-1]
+        true_source, true_driving = true_pair_views(data, pairs.clip, pairs.source_frame, pairs.driving_frame, cameras, size)
+        pixels = pixel_retention(
+            psi3d, pairs.source, pairs.driving, true_source, true_driving, cameras, torch.Generator().manual_seed(0)
+        )
+        report["psi3d_pixel_retention"] = {"correlation": pixels.correlation, "gain": pixels.gain}
+        print(f"Ψ3d's pseudo views keep {report['psi3d_motion_retention']:.3f} of the motion (judge), "
+              f"{pixels.correlation:.3f} per pixel (gain {pixels.gain:.3f})")
     report["checkpoints"] = {}
     models = []
     for checkpoint in args.checkpoint:

@@ -51,9 +51,11 @@ def light_suite(landmarks: LandmarkDetector | None = None) -> MetricSuite:
 
 
 class EchoAvatar:
-    """Returns each driving frame as its own re-enactment: a perfect self-re-enactment model."""
+    """Returns each driving frame as its own re-enactment (a perfect self-re-enactment model)
+    and the source when driven by the source itself."""
 
     image_size = TINY.image_size
+    device = torch.device("cpu")
 
     def __init__(self) -> None:
         self.motion = ConvMotion()
@@ -63,6 +65,9 @@ class EchoAvatar:
 
     def reenact(self, images, landmarks, cameras):
         return SimpleNamespace(image_sr=images.clone(), depth=torch.full((images.shape[0], 1, 16, 16), 4.0))
+
+    def render(self, cameras):
+        return SimpleNamespace(image_sr=self.source.expand(cameras.shape[0], -1, -1, -1).clone())
 
     def motion_of(self, images, landmarks):
         return self.motion(images, landmarks)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from portrait4d.data.clip_format import read_clip
 from portrait4d.errors import UserInputError
@@ -53,6 +54,42 @@ def test_a_perfect_model_gets_perfect_self_reenactment_scores(bench_path):
     assert summary[CROSS]["aed_test_conv_motion"]["mean"] == 0.0
     assert {item["group"] for item in report["items"]} == {SELF, f"{SELF}/yaw+0.00", f"{SELF}/yaw+0.50", CROSS}
     assert 0 < len(cases) <= 4 * CASES_EACH_WAY and len(report["items"]) == 8
+
+
+def test_the_report_carries_transfer_against_the_control_per_camera(bench_path):
+    """The echo copies every driving frame and, driven by its source, shows the source: at the
+    driving camera its Δβ is the judge's change from the source to the driving frame, both
+    cropped where the driving face is; the ceiling crops each frame at its own face."""
+    from dataclasses import replace
+
+    from portrait4d.agreement import correlation
+    from portrait4d.evaluation.report import markdown
+    from portrait4d.models.learned_encoders import MotionEncoder, MotionEncoderConfig
+
+    torch.manual_seed(0)
+    judge = MotionEncoder(MotionEncoderConfig())
+    report, _ = evaluate(EchoAvatar(), [bench_path], replace(light_suite(), judge=judge), protocols=(SELF,))
+    transfer = report["transfer"]
+    assert set(transfer) == {SELF, f"{SELF}/yaw+0.00", f"{SELF}/yaw+0.50"}
+    own = transfer[SELF]
+    assert own["pairs"] == TINY.identities * (TINY.frames - 1)
+    assert own["l1"] == 0.0 and own["l1_gain"] == own["l1_control"] > 0.0
+    assert own["expression_error"] == 0.0 and own["gain"] == own["expression_error_control"] > 0.0
+    clips = [prepare_clip(read_clip(path), TINY.image_size, path.name) for path in load_benchmark(bench_path).clips]
+    images, marks, beta = (torch.stack([getattr(clip, name)[:2] for clip in clips]) for name in ("images", "landmarks", "expression"))
+    read = judge.expression
+    true_change = beta[:, 1] - beta[:, 0]
+    echo_change = read(images[:, 1], marks[:, 1]) - read(images[:, 0], marks[:, 1])
+    assert own["delta_beta_corr"] == pytest.approx(correlation(echo_change, true_change), abs=1e-6)
+    ceiling = read(images[:, 1], marks[:, 1]) - read(images[:, 0], marks[:, 0])
+    assert own["judge_ceiling"] == pytest.approx(correlation(ceiling, true_change), abs=1e-6)
+    assert len(own["delta_beta_corr_per_field"]) == 9
+    assert transfer[f"{SELF}/yaw+0.00"]["l1"] == 0.0  # the zero-offset view is the driving frame
+    assert report["networks"]["transfer_judge"] == judge.name
+    assert "| driving frame's | 2 | 0 |" in markdown(report)
+    # E_mot without a β read-out judges the errors only
+    plain, _ = evaluate(EchoAvatar(), [bench_path], light_suite(), protocols=(SELF,))
+    assert "gain" in plain["transfer"][SELF] and "delta_beta_corr" not in plain["transfer"][SELF]
 
 
 def test_only_the_best_and_worst_cases_are_kept(bench_path):

@@ -42,6 +42,14 @@ def test_make_benchmark_then_eval_writes_a_report(checkpoint, tmp_path, capsys):
     assert "aed_learned_motion_encoder" in report["summary"]["cross_identity"]
     assert report["networks"]["landmarks"] == "none"
     assert (out / REPORT_MARKDOWN).is_file() and (out / CONTACT_SHEET).is_file()
+    # transfer against the v_d = v_s control, at the driving camera and the view; judged by the nested E_mot
+    assert report["networks"]["transfer_judge"] == "the avatar's E_mot"
+    assert set(report["transfer"]) == {"self_reenactment", "self_reenactment/yaw+0.40"}
+    own = report["transfer"]["self_reenactment"]
+    assert own["pairs"] == 2 and own["l1_gain"] == pytest.approx(own["l1_control"] - own["l1"])
+    assert {"gain", "delta_beta_corr", "delta_beta_slope", "judge_ceiling"} <= set(own)
+    assert "judge_ceiling" not in report["transfer"]["self_reenactment/yaw+0.40"]
+    assert "Expression transfer against the control" in (out / REPORT_MARKDOWN).read_text()
 
 
 def test_bad_eval_and_benchmark_options_are_one_line_errors(checkpoint, tmp_path, capsys):
@@ -59,4 +67,7 @@ def test_bad_eval_and_benchmark_options_are_one_line_errors(checkpoint, tmp_path
     assert "--max-frames" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(checkpoint), "--clips", str(tmp_path / "missing"), "--out", str(tmp_path / "r"),
                  "--device", "cpu", "--no-landmarks"]) == 2  # fmt: skip
+    assert main(["eval", "--checkpoint", str(checkpoint), "--clips", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--device", "cpu", "--no-landmarks", "--judge", str(tmp_path / "no_judge")]) == 2  # fmt: skip
+    assert "no_judge" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

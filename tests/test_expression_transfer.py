@@ -95,6 +95,9 @@ def test_a_psi_that_copies_the_driving_expression_gains_and_one_that_ignores_it_
         assert half[view]["delta_beta_slope"] == pytest.approx(0.5, abs=0.02)
         assert 0 < half[view]["gain"] < copies[view]["gain"]
     assert judge_on_frames(judge, pairs) > 0.99
+    assert copies["own"]["judge_ceiling"] == pytest.approx(judge_on_frames(judge, pairs))
+    rounding = expression_transfer(StandInPsi(1e-7), judge, judge, pairs)["own"]  # v_d moves β̂ by float rounding only
+    assert rounding["delta_beta_corr"] == 0.0 and rounding["delta_beta_slope"] == 0.0
 
 
 def test_transfer_sheet_shows_the_largest_changes_with_truth_driven_and_control(pairs):

@@ -39,8 +39,8 @@ def _has_lpips() -> bool:
 needs_lpips = pytest.mark.skipif(not _has_lpips(), reason="LPIPS weights not fetched (portrait4d assets fetch lpips)")
 
 
-def make_task(tmp_path: Path, overrides: list[str] = (), clips: int = 2) -> Stage2Task:
-    paths = write_random_clips(tmp_path / "clips", clips)
+def make_task(tmp_path: Path, overrides: list[str] = (), clips: int = 2, paths: list[Path] | None = None) -> Stage2Task:
+    paths = paths or write_random_clips(tmp_path / "clips", clips)
     config = load_config(tiny(), None, [*QUIET, "loss.identity_network=learned", *overrides])
     config = replace(config, data=replace(config.data, clips=tuple(map(str, paths))))
     torch.manual_seed(0)
@@ -214,6 +214,40 @@ def test_start_report_measures_pseudo_view_retention_on_training_pairs_and_warns
     always_real.build(_Context(tmp_path / "real"))
     assert "warning" not in "\n".join(always_real.describe())  # no pseudo driving input, nothing to warn of
     torch.testing.assert_close(seen["cameras"][:3], torch.stack([samples.plan(i).camera_p for i in range(3)]))
+
+
+def test_start_report_adds_the_judge_free_pixel_retention_on_the_synthetic_training_pairs(tmp_path, monkeypatch):
+    from portrait4d.data.clip_format import write_clip
+    from portrait4d.pseudo_views import PixelRetention
+    from portrait4d.synthetic.clips import ClipConfig, export_clip, make_clip, render_recorded
+    from portrait4d.train import stage2
+
+    config = replace(ClipConfig(), n_frames=2, fps=3.0)
+    synthetic = write_clip(tmp_path / "clips" / "synthetic", export_clip(make_clip(3, config), 64))
+    paths = [synthetic, *write_random_clips(tmp_path / "random", 1)]
+    task = make_task(tmp_path, ["cross_view.retention_pairs=4"], paths=paths)
+    task.build(_Context(tmp_path))
+    seen = {}
+
+    def fake_pixel_retention(psi3d, source, driving, true_source, true_driving, cameras, generator=None):
+        seen.update(source=source, true_source=true_source, true_driving=true_driving, cameras=cameras)
+        return PixelRetention(0.42, 0.25)
+
+    monkeypatch.setattr(stage2, "pixel_retention", fake_pixel_retention)
+    samples = task.dataset(0)
+    drawn = [samples.pairs.draw(i) for i in range(4)]
+    kept = [i for i, (clip, _, _) in enumerate(drawn) if clip == 0]
+    report = "\n".join(task.describe())
+    if not kept:  # the draw is seeded: this guards the test itself
+        pytest.fail("no synthetic pair among the first four draws")
+    assert "pseudo views keep 0.42 of the true change per pixel (gain 0.25;" in report
+    assert f"{len(kept)} synthetic training pairs" in report and seen["source"].shape[0] == len(kept)
+    _, source, driving = drawn[kept[0]]  # the first synthetic pair: its truths are its frames at its θ_p
+    camera_p = samples.plan(kept[0]).camera_p
+    torch.testing.assert_close(seen["cameras"][0], camera_p)
+    expected = render_recorded(stage2.read_clip(synthetic, images=False), torch.tensor([source, driving]), camera_p.expand(2, -1), 64)
+    torch.testing.assert_close(seen["true_source"][0], expected[0])
+    torch.testing.assert_close(seen["true_driving"][0], expected[1])
 
 
 def test_pseudo_view_check_can_be_switched_off_and_leaves_the_global_random_stream_alone(tmp_path):

@@ -9,18 +9,21 @@ Rendered views have no detected landmarks: :func:`view_landmarks` places the ave
 head's landmarks with the view's camera (pose is carried by the camera).
 
 Stage 2 learns expression transfer only if the pseudo views keep the driving expression:
-:func:`motion_retention` measures how much of it survives Ψ3d's reconstruction.
+:func:`motion_retention` measures how much of it survives Ψ3d's reconstruction as E_mot sees
+it; on synthetic clips, whose every frame the synthetic world renders at any camera,
+:func:`pixel_retention` measures it without any judge network, pixel by pixel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from portrait4d.agreement import correlation, gain
 from portrait4d.camera import sample_views
 from portrait4d.data.clip_format import ClipData, ClipViews
 from portrait4d.models.motion import CLIP_TO_DETECTOR_OFFSET, MotionEmbedder, template_landmarks
@@ -95,13 +98,62 @@ def motion_retention(
     and in the real frames: 1 when the views change exactly as the frames do, about 0 when
     Ψ3d's reconstruction loses the expression (then v_d of a pseudo driving input is noise).
     """
+    views_s, views_d = pair_views(psi3d, source, driving, cameras, generator)
+    landmarks = view_landmarks(cameras, source.shape[-1])
+    pseudo_change = (motion(views_d, landmarks) - motion(views_s, landmarks)).flatten()
+    real_change = (motion(driving, driving_landmarks) - motion(source, source_landmarks)).flatten()
+    return float(F.cosine_similarity(pseudo_change, real_change, dim=0))
+
+
+@torch.no_grad()
+def pair_views(
+    psi3d: Synthesizer,
+    source: torch.Tensor,
+    driving: torch.Tensor,
+    cameras: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ψ3d's views of both frames of each pair at the pair's camera: frames [B, 3, S, S],
+    cameras [B, 25] -> (views of source, views of driving), each [B, 3, S, S]."""
     n = source.shape[0]
     frames = torch.cat([source, driving])
     rendered = render_views(psi3d, frames, cameras.repeat(2, 1), torch.arange(2 * n, device=frames.device), generator=generator)
-    views = motion(rendered.image_sr, view_landmarks(cameras, frames.shape[-1]).repeat(2, 1, 1))
-    pseudo_change = (views[n:] - views[:n]).flatten()
-    real_change = (motion(driving, driving_landmarks) - motion(source, source_landmarks)).flatten()
-    return float(F.cosine_similarity(pseudo_change, real_change, dim=0))
+    return rendered.image_sr[:n], rendered.image_sr[n:]
+
+
+@dataclass(frozen=True)
+class PixelRetention:
+    """The pseudo views' source -> driving change held against the true change, over every
+    pixel of every pair: ``correlation`` (Pearson, in [-1, 1]) and ``gain`` (least-squares
+    slope of the pseudo change on the true change)."""
+
+    correlation: float
+    gain: float
+
+
+@torch.no_grad()
+def pixel_retention(
+    psi3d: Synthesizer,
+    source: torch.Tensor,
+    driving: torch.Tensor,
+    true_source: torch.Tensor,
+    true_driving: torch.Tensor,
+    cameras: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> PixelRetention:
+    """How much of the change between two frames survives Ψ3d's pseudo views, judged by no network.
+
+    Frames source, driving [B, 3, S, S] in [-1, 1]; true_source, true_driving [B, 3, S, S]:
+    the same two moments rendered by the synthetic world at cameras [B, 25]
+    (:func:`portrait4d.synthetic.clips.render_recorded`). The change pseudo_driving −
+    pseudo_source (both Ψ3d views at the pair's camera) is correlated per pixel with
+    true_driving − true_source: 1 (gain 1) when Ψ3d renders the true heads, 0 when its views
+    do not change with the frame (the expression is lost). Unlike :func:`motion_retention` it
+    needs no E_mot, so a weak motion encoder cannot hide or fake what the views keep.
+    """
+    views_s, views_d = pair_views(psi3d, source, driving, cameras, generator)
+    pseudo_change, true_change = views_d - views_s, (true_driving - true_source).to(views_d)
+    return PixelRetention(correlation(pseudo_change, true_change), gain(pseudo_change, true_change))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

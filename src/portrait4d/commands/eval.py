@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to create: report.json, report.md, contact_sheet.png")
     parser.add_argument("--motion-encoder", metavar="PATH", help="E_mot overriding the checkpoint's (also used for AED)")
+    parser.add_argument(
+        "--judge", metavar="PATH",
+        help="motion encoder that judges expression transfer against the v_d = v_s control (default: the E_mot "
+             "driving the model); a learned motion_encoder folder adds the Δβ scores through its β read-out",
+    )  # fmt: skip
     parser.add_argument("--protocols", default="both", choices=tuple(PROTOCOL_CHOICES), help="same-identity, cross-identity or both (default)")
     parser.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames of each clip (frame 0 is the source)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="driving frames per batch (default 8)")
@@ -50,6 +55,7 @@ def build_suite(args: argparse.Namespace, device):
     """The metric networks chosen by the options, on ``device``."""
     from portrait4d.evaluation import MetricSuite
     from portrait4d.metrics import InceptionFeatures, LandmarkDetector, VGG16Features, load_identity_metric, load_perceptual_metric
+    from portrait4d.models.motion import load_motion_embedder
 
     perceptual = load_perceptual_metric(args.lpips_weights)
     perceptual.network.to(device)
@@ -57,7 +63,8 @@ def build_suite(args: argparse.Namespace, device):
     identity.embedder.to(device)
     landmarks = None if args.no_landmarks else LandmarkDetector.from_assets()
     features = InceptionFeatures(args.inception_weights) if args.inception_weights else VGG16Features(perceptual.network)
-    return MetricSuite(perceptual, identity, landmarks, features)
+    judge = None if args.judge is None else load_motion_embedder(args.judge).to(device).eval()
+    return MetricSuite(perceptual, identity, landmarks, features, judge)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ HELP = "render every frame of a clip from new cameras with Ψ3d: a pseudo multi-
 MAX_VIEWS = 16
 GRID_VIDEO = "grid.mp4"
 RETENTION_PAIRS = 32
-"""Frame pairs (0, t) used for ``--motion-encoder``'s retention report."""
+"""Frame pairs (0, t) of the retention report (``--motion-encoder``, synthetic clips)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--motion-encoder", metavar="PATH",
                         help="E_mot (learned motion_encoder folder or PD-FGC weights): also report how much of "
-                             "the clip's motion the pseudo views keep (stored in the clip's meta)")
+                             "the clip's motion the pseudo views keep (stored in the clip's meta; a synthetic clip "
+                             "gets the judge-free pixel measure with or without it)")
 
 
 def grid_video(frames, fps: float) -> bytes:
@@ -76,10 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.clip} has {clip.size[0]}x{clip.size[1]} frames; Ψ3d reads {size}x{size}")
     with tqdm(total=clip.n_frames, desc="pseudo-mv", unit="frame") as bar:
         data = pseudo_multiview_clip(psi3d, clip, args.views, args.seed, frames_per_batch=args.batch, progress=bar.update)
-    retention = None
-    if motion is not None and clip.n_frames > 1:
-        retention = clip_retention(psi3d, motion, data, args.seed)
-        data = replace(data, extra={**data.extra, "pseudo_views": {**data.extra["pseudo_views"], "motion_retention": retention}})
+    retention = clip_retention(psi3d, motion, data, args.seed) if clip.n_frames > 1 else {}
+    data = replace(data, extra={**data.extra, "pseudo_views": {**data.extra["pseudo_views"], **retention}})
     video = grid_video(view_grid(data), data.fps)
     try:
         path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={GRID_VIDEO: video})
@@ -88,26 +87,50 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
     print(f"wrote {path}: {clip.n_frames} frames x {args.views} pseudo views, grid video {path / GRID_VIDEO}")
-    if retention is not None:
-        print(f"pseudo views keep {retention:.2f} of the clip's motion (frame 0 -> each of the first "
-              f"{min(clip.n_frames - 1, RETENTION_PAIRS)} frames; 1 = all, 0 = none)")
+    pairs = f"frame 0 -> each of the first {min(clip.n_frames - 1, RETENTION_PAIRS)} frames; 1 = all, 0 = none"
+    if "motion_retention" in retention:
+        print(f"pseudo views keep {retention['motion_retention']:.2f} of the clip's motion as E_mot sees it ({pairs})")
+    if "pixel_retention" in retention:
+        pixels = retention["pixel_retention"]
+        print(f"pseudo views keep {pixels['correlation']:.2f} of the true change per pixel (gain {pixels['gain']:.2f}; "
+              f"against the synthetic world's renders at the pseudo cameras, {pairs})")
     return 0
 
 
-def clip_retention(psi3d, motion, clip, seed: int) -> float:
-    """:func:`~portrait4d.pseudo_views.motion_retention` of the clip's frame 0 against each of
-    its next frames, each pair at that frame's first pseudo camera."""
+def clip_retention(psi3d, motion, clip, seed: int) -> dict:
+    """How much of the clip's motion survives the pseudo views, on the clip's frame 0 against
+    each of its next frames, each pair at that frame's first pseudo camera:
+    ``motion_retention`` (:func:`~portrait4d.pseudo_views.motion_retention`) when ``motion``
+    is given, ``pixel_retention`` (:func:`~portrait4d.pseudo_views.pixel_retention`) when the
+    clip is synthetic (it records its heads)."""
+    import dataclasses
+
     import torch
 
     from portrait4d.models.motion import clip_landmarks_to_crop
-    from portrait4d.pseudo_views import motion_retention
+    from portrait4d.pseudo_views import motion_retention, pixel_retention
+    from portrait4d.synthetic.clips import has_recorded_heads, true_pair_views
 
     device = next(psi3d.parameters()).device
     count = min(clip.n_frames - 1, RETENTION_PAIRS)
     frames = (clip.frames[: count + 1].float() / 127.5 - 1.0).to(device)
     landmarks = clip_landmarks_to_crop(clip.landmarks[: count + 1]).to(device)
-    return motion_retention(
-        psi3d, motion, frames[:1].expand(count, -1, -1, -1), landmarks[:1].expand(count, -1, -1), frames[1:],
-        landmarks[1:], clip.views.cameras[1 : count + 1, 0].to(device),
-        generator=torch.Generator(device).manual_seed(seed),
-    )  # fmt: skip
+    source, source_landmarks = frames[:1].expand(count, -1, -1, -1), landmarks[:1].expand(count, -1, -1)
+    cameras = clip.views.cameras[1 : count + 1, 0]
+    results: dict = {}
+    if motion is not None:
+        results["motion_retention"] = motion_retention(
+            psi3d, motion, source, source_landmarks, frames[1:], landmarks[1:], cameras.to(device),
+            generator=torch.Generator(device).manual_seed(seed),
+        )  # fmt: skip
+    if has_recorded_heads(clip):
+        zeros = torch.zeros(count, dtype=torch.long)
+        true_source, true_driving = (
+            truth.to(device) for truth in true_pair_views([clip], zeros, zeros, torch.arange(1, count + 1), cameras, clip.size[0])
+        )
+        measured = pixel_retention(
+            psi3d, source, frames[1:], true_source, true_driving, cameras.to(device),
+            generator=torch.Generator(device).manual_seed(seed),
+        )  # fmt: skip
+        results["pixel_retention"] = dataclasses.asdict(measured)
+    return results

@@ -15,6 +15,13 @@ with the source, expression (AED), pose (APD) and keypoints (AKD) with the drivi
 The synthetic benchmark adds the true render of the source identity wearing the driving
 motion, compared pixel by pixel.
 
+Transfer (:mod:`portrait4d.evaluation.transfer`): every same-identity re-enactment, at the
+driving camera and at each ground-truth view, is also rendered driven by the source itself
+(v_d = v_s, the control) and both are judged against the truth: expression-error and pixel
+gains over the control, and, where the judge has a β read-out and the clips record β, the
+Δβ correlation and slope and the judge's own ceiling. The judge is the suite's, else the
+avatar's E_mot.
+
 Fréchet distance compares each protocol's outputs with the real driving frames as sets.
 """
 
@@ -30,6 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from portrait4d.data.clip_format import ClipData
+from portrait4d.data.records import join_records
+from portrait4d.evaluation.transfer import JudgedRenders, judge_renders, transfer_scores
 from portrait4d.metrics.frechet import InceptionFeatures, VGG16Features, frechet_distance
 from portrait4d.metrics.geometry import depth_error, multiview_consistency, resize_depth
 from portrait4d.metrics.identity import IdentityMetric
@@ -37,7 +46,7 @@ from portrait4d.metrics.image import l1, psnr, ssim
 from portrait4d.metrics.keypoints import LandmarkDetector, akd
 from portrait4d.metrics.motion import aed_name, camera_from_landmarks, expression_distance, pose_distance
 from portrait4d.metrics.perceptual import PerceptualMetric
-from portrait4d.models.motion import clip_landmarks_to_crop
+from portrait4d.models.motion import MotionEmbedder, clip_landmarks_to_crop
 
 if TYPE_CHECKING:
     from portrait4d.inference import Avatar
@@ -67,7 +76,8 @@ class EvalViews:
 @dataclass
 class EvalClip:
     """A clip at the model's size S: images ``[T, 3, S, S]`` in [-1, 1], landmarks ``[T, 68, 2]``
-    (detector convention), cameras ``[T, 25]``, masks / depth ``[T, 1, S, S]`` or None."""
+    (detector convention), cameras ``[T, 25]``, masks / depth ``[T, 1, S, S]`` or None,
+    expression β ``[T, E]`` where the clip records it (synthetic clips)."""
 
     name: str
     images: torch.Tensor
@@ -76,6 +86,7 @@ class EvalClip:
     masks: torch.Tensor | None = None
     depth: torch.Tensor | None = None
     views: EvalViews | None = None
+    expression: torch.Tensor | None = None
 
     @property
     def n_frames(self) -> int:
@@ -119,17 +130,20 @@ def prepare_clip(clip: ClipData, size: int, name: str, max_frames: int | None = 
         masks=None if clip.masks is None else (_resize_images(clip.masks[frames], size) + 1.0) / 2.0,
         depth=_resize_depth(None if clip.depth is None else clip.depth[frames], size),
         views=views,
+        expression=None if "expression" not in clip.parameters else clip.parameters["expression"][frames].float(),
     )
 
 
 @dataclass
 class MetricSuite:
-    """The networks behind the metrics; ``identity``, ``landmarks`` and ``features`` may be absent."""
+    """The networks behind the metrics; ``identity``, ``landmarks``, ``features`` and ``judge``
+    (the motion encoder judging transfer; default the avatar's E_mot) may be absent."""
 
     perceptual: PerceptualMetric
     identity: IdentityMetric | None = None
     landmarks: LandmarkDetector | None = None
     features: VGG16Features | InceptionFeatures | None = None
+    judge: MotionEmbedder | None = None
 
     def describe(self) -> dict[str, str]:
         """Which network each metric family uses (for the report)."""
@@ -138,6 +152,7 @@ class MetricSuite:
             "identity": "none" if self.identity is None else f"{self.identity.name}: {self.identity.note}",
             "landmarks": "none" if self.landmarks is None else "dlib HOG detector + 68-point shape predictor",
             "frechet": "none" if self.features is None else self.features.name,
+            "transfer_judge": "the avatar's E_mot" if self.judge is None else self.judge.name,
         }
 
 
@@ -156,12 +171,14 @@ class Case:
 
 @dataclass
 class Results:
-    """Every item, the Fréchet feature sets per protocol (and the name of their metric) and the scored cases."""
+    """Every item, the Fréchet feature sets per protocol (and the name of their metric), the
+    scored cases and the judged transfer pairs per group."""
 
     frechet_name: str | None = None
     items: list[Item] = field(default_factory=list)
     features: dict[str, dict[str, list[torch.Tensor]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     cases: list[Case] = field(default_factory=list)
+    transfer: dict[str, list[JudgedRenders]] = field(default_factory=lambda: defaultdict(list))
 
 
 def _uint8(images: torch.Tensor) -> torch.Tensor:
@@ -181,6 +198,8 @@ class Evaluator:
         self.cases_each_way = cases_each_way
         self.results = Results(frechet_name=None if suite.features is None else suite.features.name)
         self.aed = None if avatar.motion is None else aed_name(avatar.motion.name)
+        # judges transfer; None (a static Ψ3d: nothing drives it) skips the control
+        self.judge = None if avatar.motion is None else suite.judge or avatar.motion
 
     # ------------------------------------------------------------------ public
 
@@ -219,6 +238,8 @@ class Evaluator:
                     values["depth_error"] = depth_error(output.depth.float().cpu(), truth.depth[batch], mask)
             shown = None if truth is driving else reference  # self-re-enactment: the truth is the driving frame
             self._record(protocol, protocol, driving.name, batch, None, values, source, images, produced, shown)
+            if protocol == SELF:
+                self._control(protocol, driving, batch, produced, images, landmarks, driving.cameras[batch])
             if protocol == SELF and driving.views is not None:
                 self._novel_views(driving, batch, output, source)
 
@@ -246,6 +267,32 @@ class Evaluator:
                     self.avatar.motion_of(produced, marks).cpu(), self.avatar.motion_of(truth, marks).cpu()
                 )
             self._record(SELF, f"{SELF}/{name}", clip.name, batch, name, values, source, images, produced, truth)
+            if views.landmarks is not None:  # the judge crops with the true view's landmarks
+                self._control(f"{SELF}/{name}", clip, batch, produced, truth, views.landmarks[batch, view], cameras)
+
+    def _control(
+        self,
+        group: str,
+        clip: EvalClip,
+        batch: list[int],
+        produced: torch.Tensor,
+        truth: torch.Tensor,
+        landmarks: torch.Tensor,
+        cameras: torch.Tensor,
+    ) -> None:
+        """The same frames driven by the source itself (v_d = v_s) at ``cameras``, judged with
+        ``produced`` against ``truth`` for the transfer scores (source: frame 0 of ``clip``)."""
+        if self.judge is None:
+            return
+        device, count = self.avatar.device, len(batch)
+        control = self.avatar.render(cameras).image_sr.float()
+        true_change = None if clip.expression is None else clip.expression[batch] - clip.expression[:1]
+        source = (clip.images[:1].expand(count, -1, -1, -1).to(device), clip.landmarks[:1].expand(count, -1, -1).to(device))
+        judged = judge_renders(
+            self.judge, truth.to(device), landmarks.to(device), produced.to(device), control.to(device), true_change,
+            source if group == SELF else None,
+        )  # fmt: skip
+        self.results.transfer[group].append(judged)
 
     def _pixel_metrics(self, produced: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
@@ -344,6 +391,11 @@ def summarise(results: Results) -> dict[str, dict[str, dict[str, float | int | N
         if min(len(generated), len(real)) >= 2:
             summary.setdefault(protocol, {})[str(results.frechet_name)] = {"mean": frechet_distance(generated, real), "count": len(generated)}
     return summary
+
+
+def summarise_transfer(results: Results) -> dict[str, dict[str, float | int | list[float]]]:
+    """Per group (the driving camera, then each view), the transfer scores of its judged pairs."""
+    return {group: transfer_scores(join_records(judged, torch.cat)) for group, judged in results.transfer.items()}
 
 
 def run_protocols(

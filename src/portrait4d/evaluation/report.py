@@ -4,7 +4,8 @@ and seeds behind it), ``report.md`` (tables) and ``contact_sheet.png`` (best and
 ::
 
     REPORT_DIR/
-      report.json        summary per protocol and view group, every frame's values, provenance
+      report.json        summary per protocol and view group, transfer against the v_d = v_s
+                         control per view, every frame's values, provenance
       report.md          the same summary as Markdown tables
       contact_sheet.png  rows of source | driving | output | truth, best cases on top
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from portrait4d.data.contact_sheet import tile_rows
-from portrait4d.evaluation.protocols import CASES_EACH_WAY, CROSS, PROTOCOLS, SELF, Case, Results, summarise
+from portrait4d.evaluation.protocols import CASES_EACH_WAY, CROSS, PROTOCOLS, SELF, Case, Results, summarise, summarise_transfer
 from portrait4d.fileio import atomic_directory
 
 FORMAT = "portrait4d-eval-report"
@@ -39,7 +40,22 @@ PROTOCOL_TITLES = {
 }
 
 
+TRANSFER_COLUMNS = (
+    ("pairs", "pairs"),
+    ("expression_error", "expression error ↓"),
+    ("expression_error_control", "control ↓"),
+    ("gain", "gain ↑"),
+    ("l1_gain", "l1 gain ↑"),
+    ("delta_beta_corr", "Δβ corr ↑"),
+    ("delta_beta_slope", "Δβ slope ↑"),
+    ("judge_ceiling", "judge ceiling"),
+)
+"""Transfer fields shown in report.md (all are in report.json)."""
+
+
 def _finite_or_none(value: object) -> object:
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
@@ -53,6 +69,10 @@ def build_report(results: Results, provenance: dict) -> dict:
             group: {name: {key: _finite_or_none(value) for key, value in entry.items()} for name, entry in metrics.items()}
             for group, metrics in summarise(results).items()
         },
+        "transfer": {
+            group: {name: _finite_or_none(value) for name, value in scores.items()}
+            for group, scores in summarise_transfer(results).items()
+        },
         "items": [{key: _finite_or_none(value) for key, value in item.items()} for item in results.items],
     }
 
@@ -61,7 +81,7 @@ def _direction(metric: str) -> str:
     return "↑" if metric.startswith(HIGHER_IS_BETTER) else "↓"
 
 
-def _format(value: float | None) -> str:
+def _format(value: float | int | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
@@ -91,6 +111,20 @@ def markdown(report: dict) -> str:
         for group in view_groups:
             cells = [_format(summary[group].get(name, {}).get("mean")) for name in metrics]
             lines.append(f"| {group.split('/', 1)[1]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    transfer = report.get("transfer") or {}
+    if transfer:
+        lines += [
+            "## Expression transfer against the control (v_d = v_s: Ψ driven by its own source)",
+            "",
+            "Gains are control − driven; Δβ compares the judge's β̂(driven) − β̂(control) with β_d − β_s.",
+            "",
+            "| camera | " + " | ".join(title for _, title in TRANSFER_COLUMNS) + " |",
+            "| --- " * (len(TRANSFER_COLUMNS) + 1) + "|",
+        ]
+        for group, scores in transfer.items():
+            camera = "driving frame's" if group == SELF else group.split("/", 1)[1]
+            lines.append(f"| {camera} | " + " | ".join(_format(scores.get(name)) for name, _ in TRANSFER_COLUMNS) + " |")
         lines.append("")
     return "\n".join(lines)
 

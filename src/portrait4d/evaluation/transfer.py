@@ -13,16 +13,25 @@ ground-truth novel view of a synthetic benchmark clip:
 - ``delta_beta_corr``: correlation between the judge's expression read-out change
   β̂(driven) − β̂(control) and the true change β_d − β_s, pooled over pairs and fields
   (also per field); ``delta_beta_slope``: least-squares gain of the former on the latter.
+  Only where the judge has a β read-out (a learned motion encoder) and the clips record β.
+- ``judge_ceiling``: the judge's own Δβ correlation on the true frames, β̂(truth_d) −
+  β̂(source) against β_d − β_s: the best a Ψ can score (at the driving frame's camera).
+
+:func:`expression_transfer` renders both re-enactments with Ψ itself (benchmarks);
+``portrait4d eval`` renders them through the avatar while it runs its protocols. Both judge
+with :func:`judge_renders` and score with :func:`transfer_scores`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
+from portrait4d.agreement import correlation, gain
 from portrait4d.data.clip_format import ClipData
 from portrait4d.data.contact_sheet import tile_rows
 from portrait4d.data.records import join_records, map_fields
@@ -30,9 +39,13 @@ from portrait4d.models.learned_encoders import MotionEncoder
 from portrait4d.models.motion import MotionEmbedder, clip_landmarks_to_crop
 from portrait4d.models.synthesizer import MotionInputs, Synthesizer
 from portrait4d.pseudo_views import to_uint8
+from portrait4d.synthetic.params import Expression
 
 CHUNK = 32
 """Pairs rendered at once."""
+ROUNDING_CHANGE = 1e-5
+"""RMS of β̂(driven) − β̂(control) below which it is float rounding (the two renders batch
+differently), not transfer: its correlation with the true change would be noise."""
 
 
 @dataclass
@@ -40,7 +53,8 @@ class TransferPairs:
     """Ordered frame pairs of synthetic clips (leading N). Images in [-1, 1], landmarks in
     the detector convention. source, driving [N, 3, S, S]; *_landmarks [N, 68, 2];
     driving_camera [N, 25]; beta_s, beta_d [N, E]; the driving frame's ground-truth views
-    view_truth [N, V, 3, S, S], view_landmarks [N, V, 68, 2], view_cameras [N, V, 25]."""
+    view_truth [N, V, 3, S, S], view_landmarks [N, V, 68, 2], view_cameras [N, V, 25];
+    where they came from: clip (index into the clips given), source_frame, driving_frame [N] long."""
 
     source: torch.Tensor
     source_landmarks: torch.Tensor
@@ -52,6 +66,9 @@ class TransferPairs:
     view_truth: torch.Tensor
     view_landmarks: torch.Tensor
     view_cameras: torch.Tensor
+    clip: torch.Tensor
+    source_frame: torch.Tensor
+    driving_frame: torch.Tensor
 
     def __len__(self) -> int:
         return self.source.shape[0]
@@ -68,7 +85,7 @@ def transfer_pairs(clips: Sequence[ClipData]) -> TransferPairs:
     """Every ordered pair (s, d ≠ s) of frames within each clip, s-major. The clips need
     ground-truth views and expression parameters (``portrait4d make-benchmark`` or ``synth --views``)."""
     parts = []
-    for clip in clips:
+    for index, clip in enumerate(clips):
         expression = clip.parameters.get("expression")
         if clip.views is None or expression is None:
             raise ValueError(f"clip {clip.source!r} has no ground-truth views or expression parameters")
@@ -81,18 +98,11 @@ def transfer_pairs(clips: Sequence[ClipData]) -> TransferPairs:
             driving_camera=clip.cameras[d].float(), beta_s=expression[s].float(), beta_d=expression[d].float(),
             view_truth=clip.views.images[d].float() / 127.5 - 1.0,
             view_landmarks=clip_landmarks_to_crop(clip.views.landmarks)[d], view_cameras=clip.views.cameras[d].float(),
+            clip=torch.full_like(s, index), source_frame=s, driving_frame=d,
         ))  # fmt: skip
     if not any(len(part) for part in parts):
         raise ValueError("no frame pairs: the clips need at least two frames")
     return join_records(parts, torch.cat)
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of the flattened tensors; 0 when either does not vary."""
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    scale = (a.norm() * b.norm()).item()
-    return float((a * b).sum() / scale) if scale > 0 else 0.0
 
 
 @torch.no_grad()
@@ -109,35 +119,103 @@ def reenact_pairs(G: Synthesizer, pairs: TransferPairs, v_s: torch.Tensor, v_d: 
     return torch.cat(images)
 
 
+@dataclass
+class JudgedRenders:
+    """Per pair (leading N), what the scores are made of. error, error_control [N]: the
+    judge's distance from Ψ driven / the control to the truth; l1, l1_control [N]: the same
+    in pixels; change [N, E]: β̂(driven) − β̂(control); true_change [N, E]: β_d − β_s;
+    judge_change [N, E]: β̂(truth) − β̂(source). A change that cannot be had (no β read-out,
+    no recorded β, no source given) is NaN."""
+
+    error: torch.Tensor
+    error_control: torch.Tensor
+    l1: torch.Tensor
+    l1_control: torch.Tensor
+    change: torch.Tensor
+    true_change: torch.Tensor
+    judge_change: torch.Tensor
+
+
+def _readout(judge: MotionEmbedder) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The judge's β read-out v -> β̂ (a learned motion encoder has one), else None."""
+    network = getattr(judge, "network", None)
+    return getattr(network, "expression", None)
+
+
+@torch.no_grad()
+def judge_renders(
+    judge: MotionEmbedder,
+    truth: torch.Tensor,
+    landmarks: torch.Tensor,
+    driven: torch.Tensor,
+    control: torch.Tensor,
+    true_change: torch.Tensor | None = None,
+    source: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> JudgedRenders:
+    """Judge Ψ driven and its control against the truth: images [N, 3, S, S] in [-1, 1] on the
+    judge's device, all cropped with the truth's landmarks [N, 68, 2]; true_change [N, E] if
+    known; source (image, landmarks) of each pair if the judge's ceiling is wanted."""
+    truth_v, driven_v, control_v = (judge(image, landmarks) for image in (truth, driven, control))
+    unknown = torch.full((truth.shape[0], Expression.size()), math.nan)
+    readout = _readout(judge)
+    change, judge_change = unknown, unknown
+    if readout is not None:
+        change = (readout(driven_v) - readout(control_v)).float().cpu()
+        if source is not None:
+            judge_change = (readout(truth_v) - readout(judge(*source))).float().cpu()
+    return JudgedRenders(
+        error=(driven_v - truth_v).norm(dim=-1).float().cpu(),
+        error_control=(control_v - truth_v).norm(dim=-1).float().cpu(),
+        l1=(driven - truth).abs().flatten(1).mean(1).float().cpu(),
+        l1_control=(control - truth).abs().flatten(1).mean(1).float().cpu(),
+        change=change,
+        true_change=unknown if true_change is None else true_change.float().cpu(),
+        judge_change=judge_change,
+    )
+
+
+def transfer_scores(judged: JudgedRenders) -> dict[str, float | int | list[float]]:
+    """The scores of the module docstring from judged pairs; Δβ scores only where every pair
+    has both changes, the judge's ceiling only where every pair has its own."""
+    error, control = float(judged.error.mean()), float(judged.error_control.mean())
+    l1, l1_control = float(judged.l1.mean()), float(judged.l1_control.mean())
+    scores: dict[str, float | int | list[float]] = {
+        "pairs": judged.error.shape[0],
+        "expression_error": error,
+        "expression_error_control": control,
+        "gain": control - error,
+        "l1": l1,
+        "l1_control": l1_control,
+        "l1_gain": l1_control - l1,
+    }
+    change, truth = judged.change, judged.true_change
+    if change.isfinite().all() and truth.isfinite().all():
+        if change.square().mean().sqrt() < ROUNDING_CHANGE:
+            change = torch.zeros_like(change)
+        scores["delta_beta_corr"] = correlation(change, truth)
+        scores["delta_beta_slope"] = gain(change, truth)
+        scores["delta_beta_corr_per_field"] = [correlation(change[:, i], truth[:, i]) for i in range(change.shape[1])]
+    if judged.judge_change.isfinite().all() and truth.isfinite().all():
+        scores["judge_ceiling"] = correlation(judged.judge_change, truth)
+    return scores
+
+
 @torch.no_grad()
 def expression_transfer(
-    G: Synthesizer, motion: MotionEmbedder, judge: MotionEncoder, pairs: TransferPairs
-) -> dict[str, dict[str, float | list[float]]]:
+    G: Synthesizer, motion: MotionEmbedder, judge: MotionEmbedder, pairs: TransferPairs
+) -> dict[str, dict[str, float | int | list[float]]]:
     """Per judged view (see the module docstring): driven vs control errors, gain, Δβ
-    correlation (pooled and per field) and slope. ``motion`` drives Ψ; ``judge`` (a learned
-    motion encoder: it has the β read-out) judges."""
+    correlation (pooled and per field) and slope. ``motion`` drives Ψ; ``judge`` judges (a
+    learned motion encoder has the β read-out that Δβ needs)."""
     v_s = motion(pairs.source, pairs.source_landmarks)
     v_d = motion(pairs.driving, pairs.driving_landmarks)
     true_change = pairs.beta_d - pairs.beta_s
-    results: dict[str, dict[str, float | list[float]]] = {}
+    results: dict[str, dict[str, float | int | list[float]]] = {}
     for name, (truth, landmarks, cameras) in pairs.judged_views().items():
-        driven_image = reenact_pairs(G, pairs, v_s, v_d, cameras)
-        control_image = reenact_pairs(G, pairs, v_s, v_s, cameras)
-        truth_v, driven_v, control_v = (judge(image, landmarks) for image in (truth, driven_image, control_image))
-        driven, control = (float((v - truth_v).norm(dim=-1).mean()) for v in (driven_v, control_v))
-        driven_l1, control_l1 = (float((image - truth).abs().mean()) for image in (driven_image, control_image))
-        change = judge.network.expression(driven_v) - judge.network.expression(control_v)
-        results[name] = {
-            "expression_error": driven,
-            "expression_error_control": control,
-            "gain": control - driven,
-            "l1": driven_l1,
-            "l1_control": control_l1,
-            "l1_gain": control_l1 - driven_l1,
-            "delta_beta_corr": correlation(change, true_change),
-            "delta_beta_slope": float((change * true_change).sum() / (true_change * true_change).sum().clamp_min(1e-12)),
-            "delta_beta_corr_per_field": [correlation(change[:, i], true_change[:, i]) for i in range(change.shape[1])],
-        }
+        driven = reenact_pairs(G, pairs, v_s, v_d, cameras)
+        control = reenact_pairs(G, pairs, v_s, v_s, cameras)
+        source = (pairs.source, pairs.source_landmarks) if name == "own" else None
+        results[name] = transfer_scores(judge_renders(judge, truth, landmarks, driven, control, true_change, source))
     return results
 
 

@@ -11,7 +11,7 @@ frame's stored camera is the *effective* one, with the head pose folded in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -252,3 +252,49 @@ def export_clip(
         views=views,
         extra={"seed": clip.seed} if clip.identity_seed is None else {"seed": clip.seed, "identity_seed": clip.identity_seed},
     )
+
+
+def has_recorded_heads(clip: ClipData) -> bool:
+    """Whether ``clip`` records the synthetic world's (α, β, γ, z) of every frame (as
+    :func:`export_clip` writes them), so any frame can be rendered again from any camera."""
+    return all(group in clip.parameters for group in PARAMETER_GROUPS)
+
+
+def render_recorded(clip: ClipData, frames: torch.Tensor, cameras: torch.Tensor, image_size: int) -> torch.Tensor:
+    """The ground truth of an exported synthetic clip's frames at new cameras: RGB
+    ``[N, 3, S, S]`` in [-1, 1] of frame ``frames[n]`` (long ``[N]``) seen from ``cameras[n]``
+    (``[N, 25]``, labels in the world of the clip's stored cameras, where pose is part of the
+    camera), rebuilt from the recorded parameters. Each frame's head is built once."""
+    if not has_recorded_heads(clip):
+        raise ValueError(f"clip {clip.source!r} does not record the synthetic head parameters {sorted(PARAMETER_GROUPS)}")
+    frames = frames.cpu()
+    images = torch.empty(frames.shape[0], 3, image_size, image_size)
+    for frame in frames.unique().tolist():
+        chosen = (frames == frame).nonzero().flatten()
+        params = HeadParams(
+            **{group: kind.from_tensor(clip.parameters[group][frame].float()) for group, kind in PARAMETER_GROUPS.items()}
+        )
+        images[chosen] = render(SyntheticHead.build(params), cameras[chosen].float().cpu(), image_size).rgb
+    return images
+
+
+def true_pair_views(
+    clips: Mapping[int, ClipData] | Sequence[ClipData],
+    clip_index: torch.Tensor,
+    source_frame: torch.Tensor,
+    driving_frame: torch.Tensor,
+    cameras: torch.Tensor,
+    image_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic world's renders of both frames of each pair at the pair's camera (what
+    :func:`portrait4d.pseudo_views.pair_views` should have rendered): pair n is frames
+    ``source_frame[n]`` and ``driving_frame[n]`` of clip ``clips[clip_index[n]]`` at
+    ``cameras[n]`` -> (true source, true driving), each ``[N, 3, S, S]`` in [-1, 1]."""
+    clip_index, cameras = clip_index.cpu().repeat(2), cameras.cpu().repeat(2, 1)
+    frames = torch.cat([source_frame, driving_frame]).cpu()  # one pass per clip: each frame's head is built once
+    images = torch.empty(frames.shape[0], 3, image_size, image_size)
+    for index in clip_index.unique().tolist():
+        chosen = (clip_index == index).nonzero().flatten()
+        images[chosen] = render_recorded(clips[index], frames[chosen], cameras[chosen], image_size)
+    true_source, true_driving = images.chunk(2)
+    return true_source, true_driving

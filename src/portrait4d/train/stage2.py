@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from portrait4d import presets
 from portrait4d.camera import sample_views
+from portrait4d.data.clip_format import read_clip
 from portrait4d.data.clip_pairs import ClipPair, ClipPairs, collate_pairs, find_clips
 from portrait4d.data.multiview import index_generator
 from portrait4d.data.records import join_records, map_fields
@@ -55,7 +56,7 @@ from portrait4d.models.discriminator import DiscriminatorInput
 from portrait4d.models.motion import NESTED_MOTION_ENCODER, PDFGC_MARKER, MotionEmbedder, PDFGCMotion
 from portrait4d.models.synthesizer import MotionInputs, Synthesizer, SynthesizerConfig, SynthesizerOutput
 from portrait4d.presets import ModelPreset
-from portrait4d.pseudo_views import as_static, freeze, motion_retention, render_views, view_landmarks
+from portrait4d.pseudo_views import PixelRetention, as_static, freeze, motion_retention, pixel_retention, render_views, view_landmarks
 from portrait4d.train.ema import EMAConfig, ema_copy
 from portrait4d.train.init_from_static import InitReport, copy_matching, init_from_static
 from portrait4d.train.loop import OptimizerSpec, Phase, RunContext, StatelessTask, StepInfo, TrainerConfig, TrainingSetup
@@ -419,17 +420,43 @@ class Stage2Task(StatelessTask):
         """How much driving motion the pseudo views keep, on the first training pairs at
         their θ_p (None when ``cross_view.retention_pairs`` is 0). Seeded and gradient-free,
         so the run itself does not change."""
-        count = self.config.cross_view.retention_pairs
-        if count == 0:
+        if self.config.cross_view.retention_pairs == 0:
             return None
-        samples = self.dataset(context.seed)
-        pair, plan = collate_samples([samples[i] for i in range(count)])
-        pair, plan = pair.to(context.device), plan.to(context.device)
+        pair, plan, _ = self._retention_sample(context)
         jitter = torch.Generator(context.device).manual_seed(context.seed)
         return motion_retention(
             self.psi3d, self.motion, pair.source, pair.source_landmarks, pair.driving, pair.driving_landmarks,
             plan.camera_p, generator=jitter,
         )
+
+    def measure_pixel_retention(self, context: RunContext) -> tuple[PixelRetention, int] | None:
+        """The judge-free :func:`~portrait4d.pseudo_views.pixel_retention` on the same pairs and
+        jitter as :meth:`measure_retention`, over those pairs whose clip is synthetic (it records
+        its heads, so the true source and driving frames can be rendered at θ_p), with their
+        count; None when there are none or the check is off."""
+        from portrait4d.synthetic.clips import has_recorded_heads, true_pair_views
+
+        if self.config.cross_view.retention_pairs == 0:
+            return None
+        pair, plan, paths = self._retention_sample(context)
+        clips = {index: read_clip(paths[index], images=False) for index in pair.clip.unique().tolist()}
+        synthetic = [index for index, clip in clips.items() if has_recorded_heads(clip)]
+        keep = torch.isin(pair.clip, torch.tensor(synthetic, dtype=torch.long, device=pair.clip.device)).nonzero().flatten()
+        if len(keep) == 0:
+            return None
+        pair, cameras, size = map_fields(pair, lambda tensor: tensor[keep]), plan.camera_p[keep], pair.source.shape[-1]
+        true_source, true_driving = (
+            truth.to(context.device)
+            for truth in true_pair_views(clips, pair.clip, pair.source_frame, pair.driving_frame, cameras, size)
+        )
+        jitter = torch.Generator(context.device).manual_seed(context.seed)
+        return pixel_retention(self.psi3d, pair.source, pair.driving, true_source, true_driving, cameras, jitter), len(keep)
+
+    def _retention_sample(self, context: RunContext) -> tuple[ClipPair, Plan, list[Path]]:
+        """The first ``cross_view.retention_pairs`` training pairs and plans, on the device, and the clip paths."""
+        samples = self.dataset(context.seed)
+        pair, plan = collate_samples([samples[i] for i in range(self.config.cross_view.retention_pairs)])
+        return pair.to(context.device), plan.to(context.device), samples.pairs.paths
 
     def retention_lines(self) -> list[str]:
         """Report lines of :meth:`measure_retention`, measured here: the start-of-run report
@@ -442,6 +469,14 @@ class Stage2Task(StatelessTask):
             f"pseudo views keep {retention:.2f} of the driving motion (correlation of E_mot's source -> driving "
             f"change in Ψ3d's views and in the real frames, {count} training pairs; 1 = all, 0 = none)"
         ]
+        measured = self.measure_pixel_retention(self.context)
+        if measured is not None:
+            pixels, synthetic = measured
+            lines.append(
+                f"pseudo views keep {pixels.correlation:.2f} of the true change per pixel (gain {pixels.gain:.2f}; "
+                f"correlation of the source -> driving change in Ψ3d's views and in the synthetic world's renders "
+                f"at θ_p, {synthetic} synthetic training pairs; judge-free)"
+            )
         if retention < LOW_RETENTION and self.config.cross_view.real_driving < 1.0:
             lines.append(
                 "warning: Ψ3d's pseudo views lose most of the driving expression, so a pseudo driving input "
