@@ -10,10 +10,10 @@ one or more Ψ3d checkpoints on pairs that no training run has seen: a held-out 
 Two read-outs per checkpoint:
 * ``retention_emot`` — :func:`portrait4d.pseudo_views.motion_retention` (E_mot's change
   from source to driving in the pseudo views vs in the real frames; needs a judge E_mot);
-* ``retention_pixels`` — judge-free: the Pearson correlation, pooled over pairs and
-  pixels, between Ψ3d's change Ψ3d(I_d)(θ_p) − Ψ3d(I_s)(θ_p) and the true change the
-  synthetic world renders at θ_p, with the least-squares slope of the first on the second
-  (1 and 1 for a perfect Ψ3d; 0 for one that ignores the expression).
+* ``retention_pixels`` / ``retention_pixels_gain`` — judge-free
+  (:func:`portrait4d.pseudo_views.pixel_retention`): Ψ3d's change Ψ3d(I_d)(θ_p) −
+  Ψ3d(I_s)(θ_p) against the true change the synthetic world renders at θ_p, correlated
+  per pixel (1 and gain 1 for a perfect Ψ3d; 0 for one that ignores the expression).
 
     python benchmarks/retention_levers.py --checkpoint RUN_A/psi3d RUN_B/psi3d --name levers
 """
@@ -35,7 +35,7 @@ from portrait4d import presets  # noqa: E402
 from portrait4d.camera import sample_views  # noqa: E402
 from portrait4d.generators import SyntheticGeneratorConfig, SyntheticHeadGenerator  # noqa: E402
 from portrait4d.models.motion import clip_landmarks_to_crop, load_motion_embedder  # noqa: E402
-from portrait4d.pseudo_views import as_static, freeze, motion_retention, render_views  # noqa: E402
+from portrait4d.pseudo_views import as_static, freeze, motion_retention, pair_views, pixel_retention  # noqa: E402
 from portrait4d.synthetic.params import Expression  # noqa: E402
 
 HELD_OUT_IDENTITY_SEED = 2**41
@@ -59,7 +59,7 @@ class HeldOutPairs:
 
 def held_out_pairs(n: int, size: int, world: SyntheticGeneratorConfig, seed: int = 0) -> HeldOutPairs:
     """``n`` held-out people, each with two random expressions seen by one camera."""
-    generator = SyntheticHeadGenerator(replace_identity_seeds(world, ()))
+    generator = SyntheticHeadGenerator(dataclasses.replace(world, identity_seeds=()))
     rows: dict[str, list[torch.Tensor]] = {f.name: [] for f in dataclasses.fields(HeldOutPairs)}
     for k in range(n):
         rng = torch.Generator().manual_seed(HELD_OUT_IDENTITY_SEED + seed * 100_003 + k)
@@ -79,38 +79,25 @@ def held_out_pairs(n: int, size: int, world: SyntheticGeneratorConfig, seed: int
     return HeldOutPairs(**{name: torch.cat(values) for name, values in rows.items()})
 
 
-def replace_identity_seeds(world: SyntheticGeneratorConfig, seeds: tuple[int, ...]) -> SyntheticGeneratorConfig:
-    return dataclasses.replace(world, identity_seeds=seeds)
-
-
-def pixel_retention(predicted_change: torch.Tensor, true_change: torch.Tensor) -> tuple[float, float]:
-    """Pearson correlation and least-squares slope (predicted on true), pooled over all values."""
-    x, y = true_change.flatten().double(), predicted_change.flatten().double()
-    x, y = x - x.mean(), y - y.mean()
-    correlation = float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-12))
-    slope = float((x * y).sum() / (x * x).sum().clamp_min(1e-12))
-    return correlation, slope
-
-
 @torch.no_grad()
 def measure(checkpoint: Path, pairs: HeldOutPairs, judge_path: Path) -> dict[str, float]:
     psi3d = freeze(as_static(presets.load_pretrained(checkpoint)))
     judge = load_motion_embedder(judge_path)
     freeze(judge)  # type: ignore[arg-type]
-    n = pairs.source.shape[0]
-    jitter = torch.Generator().manual_seed(1)
-    frames = torch.cat([pairs.source, pairs.driving])
-    views = render_views(psi3d, frames, pairs.pseudo_cameras.repeat(2, 1), torch.arange(2 * n), generator=jitter).image_sr
-    correlation, slope = pixel_retention(views[n:] - views[:n], pairs.true_driving_at_p - pairs.true_source_at_p)
+    pixels = pixel_retention(
+        psi3d, pairs.source, pairs.driving, pairs.true_source_at_p, pairs.true_driving_at_p, pairs.pseudo_cameras,
+        generator=torch.Generator().manual_seed(1),
+    )
     emot = motion_retention(
         psi3d, judge, pairs.source, clip_landmarks_to_crop(pairs.source_landmarks), pairs.driving,
         clip_landmarks_to_crop(pairs.driving_landmarks), pairs.pseudo_cameras, generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
+    views = torch.cat(pair_views(psi3d, pairs.source, pairs.driving, pairs.pseudo_cameras, torch.Generator().manual_seed(1)))
     truth = torch.cat([pairs.true_source_at_p, pairs.true_driving_at_p])
     return {
         "retention_emot": emot,
-        "retention_pixels": correlation,
-        "retention_pixels_slope": slope,
+        "retention_pixels": pixels.correlation,
+        "retention_pixels_gain": pixels.gain,
         "novel_view_l1": float((views - truth).abs().mean()),
     }
 
@@ -121,14 +108,11 @@ def main() -> None:
     parser.add_argument("--label", nargs="*", default=None, help="one label per checkpoint (default: the paths)")
     parser.add_argument("--judge", type=Path, default=BUNDLED_JUDGE, help="E_mot for retention_emot (default: the bundled one)")
     parser.add_argument("--pairs", type=int, default=48)
-    parser.add_argument("--head-scale", type=float, default=None, help="world head scale (default: the world's)")
     parser.add_argument("--name", default="retention_levers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     size = presets.load_pretrained(args.checkpoint[0]).config.image_size
     world = SyntheticGeneratorConfig()
-    if args.head_scale is not None:
-        world = dataclasses.replace(world, head_scale=args.head_scale)
     pairs = held_out_pairs(args.pairs, size, world)
     labels = args.label or [str(c) for c in args.checkpoint]
     results = {}
