@@ -236,6 +236,7 @@ def fetch(
     """Fetch (or import ``from_dir``) each name that is not in the cache yet; see the module docstring."""
     entries = [entry_of(name) for name in dict.fromkeys(names)]
     if any(entry.needs_acceptance for entry in entries) and not accept_flame_license:
+        report(flame_terms())
         raise UserInputError(
             f"flame is under MPI's FLAME licence (non-commercial research only; {FLAME_LICENCE_URL}): "
             f"read it, then pass {ACCEPT_FLAME_FLAG}"
