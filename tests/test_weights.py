@@ -22,6 +22,7 @@ import torch
 from portrait4d import cli, presets, weights
 from portrait4d.errors import UserInputError
 from portrait4d.inference import Avatar
+from portrait4d.inference.named_models import resolve_model
 from portrait4d.models import pdfgc
 from portrait4d.models.motion import PDFGCMotion
 
@@ -204,7 +205,8 @@ def test_fetch_converts_once_and_the_named_model_reproduces_the_fixture(served_f
     loaded = Avatar.load("v2")
     assert isinstance(loaded.motion, PDFGCMotion)
     assert torch.equal(reference_output(loaded), expected)
-    assert torch.equal(reference_output(Avatar.load()), expected)  # fetched v2 is the default
+    default = resolve_model(None)  # fetched v2 is the default, with its PD-FGC
+    assert (default.label, default.note, default.motion_encoder) == ("v2", None, environment / "pdfgc" / "motion_model.pth")
 
 
 def test_a_checksum_mismatch_is_refused_and_leaves_nothing(served_files, environment, monkeypatch, capsys):

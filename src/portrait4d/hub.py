@@ -28,7 +28,7 @@ REPO_ID = "bEijuuu/Portrait4D"
 
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 ENDPOINT_ENV = "HF_ENDPOINT"
-INSTALL_HINT = "pip install 'portrait4d[hub]' (or: pip install huggingface-hub)"
+INSTALL_HINT = "pip install huggingface-hub (a dependency of portrait4d that is missing here)"
 
 
 @dataclass(frozen=True)
