@@ -88,6 +88,8 @@ class LoopbackHub:
                 hub.requests.append((self.command, path, self.headers.get("Range")))
                 api = f"/api/models/{REPO}/revision/"
                 resolve = f"/{REPO}/resolve/"
+                if path.startswith(api) and path[len(api):] not in ("main", COMMIT):
+                    return self._send(404, b'{"error": "no revision"}', {"X-Error-Code": "RevisionNotFound"}, head_only)
                 if path.startswith(api):
                     body = json.dumps(hub.listing()).encode()
                     return self._send(200, body, {"Content-Type": "application/json"}, head_only)
@@ -217,6 +219,14 @@ def test_a_checksum_mismatch_is_refused_and_leaves_nothing(served_files, environ
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "does not match the hub's checksum" in error
     assert not environment.exists() or not any(environment.iterdir())
+
+
+def test_an_unknown_revision_is_one_line(served_files, environment, monkeypatch, capsys):
+    with LoopbackHub(served_files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert cli.main(["weights", "fetch", "pdfgc", "--revision", "v9"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"portrait4d weights: error: could not get the file list of {REPO}@v9 from {hub.url}: no such revision"
 
 
 def test_offline_without_the_files_names_the_fetch_command(environment, monkeypatch, capsys):

@@ -87,10 +87,12 @@ def _refuse_offline(what: str) -> None:
 
 def _hub_error(error: Exception, what: str) -> UserInputError:
     """A library or network failure as one line (the library's messages run to several)."""
-    library = _library()
-    if isinstance(error, library.errors.RevisionNotFoundError):
+    _library()
+    from huggingface_hub import errors
+
+    if isinstance(error, errors.RevisionNotFoundError):
         reason = "no such revision"
-    elif isinstance(error, library.errors.RepositoryNotFoundError):
+    elif isinstance(error, errors.RepositoryNotFoundError):
         reason = "no such repository (or it is private)"
     else:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
