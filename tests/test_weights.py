@@ -258,6 +258,23 @@ def test_from_a_folder_imports_hand_downloaded_files(served_files, environment, 
         weights.fetch(["static"], from_dir=folder, report=lambda line: None)
 
 
+def test_a_snapshot_without_a_portrait4d_model_is_kept_as_plain_tensors(environment, monkeypatch, tmp_path):
+    from safetensors.torch import load_file
+
+    register_official_modules(monkeypatch)
+    torch.manual_seed(0)
+    networks = {"G_ema": torch.nn.Sequential(torch.nn.Linear(3, 2)), "D": torch.nn.Linear(2, 1)}
+    (tmp_path / "genhead-ffhq512.pkl").write_bytes(snapshot_bytes(networks, "raise SystemExit('ran')"))
+    weights.fetch(["genhead"], from_dir=tmp_path, report=lambda line: None)
+    folder = environment / "genhead"
+    assert sorted(path.name for path in folder.iterdir()) == ["D.safetensors", "G_ema.safetensors", "record.json", "snapshot.json"]
+    for name, network in networks.items():
+        stored = load_file(str(folder / f"{name}.safetensors"))
+        assert stored.keys() == network.state_dict().keys()
+        assert all(torch.equal(stored[key], value) for key, value in network.state_dict().items())
+    assert "plain tensors" in weights.read_record("genhead")["note"]
+
+
 def test_flame_needs_its_licence_accepted(environment, capsys):
     assert cli.main(["weights", "fetch", "flame"]) == 2
     captured = capsys.readouterr()

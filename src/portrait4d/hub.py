@@ -113,7 +113,7 @@ def list_snapshot(revision: str = "main", repo: str = REPO_ID) -> HubSnapshot:
         HubFile(sibling.rfilename, sibling.size, sibling.lfs.sha256 if sibling.lfs else None, sibling.blob_id)
         for sibling in info.siblings or ()
     )
-    return HubSnapshot(repo, revision, info.sha, files, _declared_licence(info))
+    return HubSnapshot(repo, revision, info.sha or revision, files, _declared_licence(info))
 
 
 def _declared_licence(info: Any) -> str | None:

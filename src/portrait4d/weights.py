@@ -100,9 +100,10 @@ class WeightsEntry:
     folder: str
     """Where the official README puts the files: preferred when a name occurs twice."""
     licence: str
+    snapshot: bool = False
+    """An official snapshot pickle (read by the restricted importer, not kept)."""
     preset: Callable[[], ModelPreset] | None = None
     networks: tuple[str, ...] | None = None
-    snapshot: bool = False
     check: Callable[[Path], None] | None = None
     needs_acceptance: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -113,43 +114,46 @@ CATALOGUE: dict[str, WeightsEntry] = {
     entry.name: entry
     for entry in (
         WeightsEntry(
-            "v2", "Portrait4D-v2 Ψ (VFHQ, 512 px): real-face reenactment; driven by PD-FGC (fetch pdfgc too)",
-            ("portrait4d-v2-vfhq512.pkl",), "", OFFICIAL_TERMS, _official_preset, ("G_ema",), True,
-            extra={"motion_encoder": "pdfgc"},
+            "v2", "Portrait4D-v2 Ψ (VFHQ, 512 px): real-face reenactment, driven by PD-FGC (fetch pdfgc too)",
+            files=("portrait4d-v2-vfhq512.pkl",), folder="", licence=OFFICIAL_TERMS,
+            snapshot=True, preset=_official_preset, networks=("G_ema",), extra={"motion_encoder": "pdfgc"},
         ),
         WeightsEntry(
-            "static", "Portrait4D-v2's static Ψ3d (512 px): one expression, any view; stage-2 initialisation",
-            ("portrait4d-static-genhead512.pkl",), "", OFFICIAL_TERMS, _official_static_preset, None, True,
+            "static", "Portrait4D-v2's static Ψ3d (512 px): one expression, any view; the stage-2 starting point",
+            files=("portrait4d-static-genhead512.pkl",), folder="", licence=OFFICIAL_TERMS,
+            snapshot=True, preset=_official_static_preset,
         ),
         WeightsEntry(
             "v1", "Portrait4D (v1) synthesizer learned from GenHead data",
-            ("portrait4d-genhead512.pkl",), "", OFFICIAL_TERMS, _official_preset, ("G_ema",), True,
+            files=("portrait4d-genhead512.pkl",), folder="", licence=OFFICIAL_TERMS,
+            snapshot=True, preset=_official_preset, networks=("G_ema",),
         ),
         WeightsEntry(
             "genhead", "GenHead, the official FLAME-conditioned 3D head generator (FFHQ, 512 px), as tensors",
-            ("genhead-ffhq512.pkl",), "", OFFICIAL_TERMS, None, None, True,
+            files=("genhead-ffhq512.pkl",), folder="", licence=OFFICIAL_TERMS, snapshot=True,
         ),
         WeightsEntry(
-            "pdfgc", "PD-FGC motion encoder E_mot (548-d motion) that drives v2 and v1",
-            ("motion_model.pth",), "models/pdfgc/",
-            "PD-FGC authors' release, no licence stated: research use", check=_check_pdfgc,
+            "pdfgc", "PD-FGC motion encoder E_mot (548-d motion) that drives v2",
+            files=("motion_model.pth",), folder="models/pdfgc/",
+            licence="PD-FGC authors' release, no licence stated: research use", check=_check_pdfgc,
         ),
         WeightsEntry(
             "arcface", "ArcFace iresnet18 (ms1mv3) identity network for the identity loss and metric",
-            ("backbone.pth",), "models/arcface/",
-            "InsightFace's pretrained models: non-commercial research only", check=_check_arcface,
+            files=("backbone.pth",), folder="models/arcface/",
+            licence="InsightFace's pretrained models: non-commercial research only", check=_check_arcface,
         ),
         WeightsEntry(
-            "flame", "FLAME 2020 head model and vertex masks (official GenHead and FLAME tooling)",
-            ("generic_model.pkl", "FLAME_masks.pkl"), "models/FLAME/",
-            "MPI FLAME model licence: non-commercial scientific research only, no redistribution",
+            "flame", "FLAME 2020 head model and vertex masks (for the official GenHead and FLAME tools)",
+            files=("generic_model.pkl", "FLAME_masks.pkl"), folder="models/FLAME/",
+            licence="MPI FLAME model licence: non-commercial scientific research only, no redistribution",
             needs_acceptance=True,
         ),
         WeightsEntry(
             "pools", "pre-extracted FLAME parameter sets of FFHQ and VFHQ (GenHead sampling, official stage 1)",
-            ("ffhq_all_shape_n_c_params.npy", "ffhq_all_motion_params.npy",
-             "vfhq_all_shape_n_c_params.npy", "vfhq_all_motion_params.npy"), "data/",
-            "derived from FFHQ (CC BY-NC-SA 4.0) and VFHQ (research only), no licence stated: research use",
+            files=("ffhq_all_shape_n_c_params.npy", "ffhq_all_motion_params.npy",
+                   "vfhq_all_shape_n_c_params.npy", "vfhq_all_motion_params.npy"),
+            folder="data/",
+            licence="derived from FFHQ (CC BY-NC-SA 4.0) and VFHQ (research only), no licence stated: research use",
         ),
     )
 }  # fmt: skip
@@ -349,8 +353,8 @@ def _store_snapshot(entry: WeightsEntry, pickle_path: Path, folder: Path, report
     snapshot = read_official_snapshot(pickle_path)
     names = []
     for network, state in snapshot.networks.items():
-        if entry.networks is None or network in entry.networks:
-            save_file({key: tensor.contiguous() for key, tensor in state.items()}, str(folder / f"{network}.safetensors"))
+        if entry.networks is None or network in entry.networks:  # clones: safetensors stores no shared memory
+            save_file({key: tensor.clone().contiguous() for key, tensor in state.items()}, str(folder / f"{network}.safetensors"))
             names.append(f"{network}.safetensors")
     (folder / "snapshot.json").write_text(
         json.dumps({"classes": snapshot.classes, "attributes": snapshot.attributes}, indent=2) + "\n", encoding="utf-8"
