@@ -285,3 +285,22 @@ def test_command_names_match_the_catalogue():
     from portrait4d.commands.weights import NAMES
 
     assert NAMES == tuple(weights.CATALOGUE)
+
+
+def test_without_fetched_weights_the_bundled_model_runs_with_a_hint(environment):
+    from portrait4d.inference import bundled_paths
+
+    choice = resolve_model(None)
+    assert (choice.label, choice.checkpoint) == ("bundled", bundled_paths().checkpoint)
+    assert "`portrait4d weights fetch v2 pdfgc`" in choice.note
+    assert resolve_model("bundled").note is None
+    assert resolve_model("./v2").checkpoint == Path("v2")  # a path, not the name
+
+
+@pytest.mark.parametrize("command", ["reenact", "render", "export-mesh", "eval"])
+def test_every_model_command_takes_model_and_its_old_spelling(command):
+    parser = cli.build_parser()
+    required = {"reenact": ["--source", "s", "--driving", "d", "--out", "o.mp4"], "render": ["--source", "s", "--out", "o.mp4"],
+                "export-mesh": ["--source", "s", "--out", "o.ply"], "eval": ["--clips", "c", "--out", "r"]}[command]  # fmt: skip
+    assert parser.parse_args([command, "--model", "static", *required]).model == "static"
+    assert parser.parse_args([command, "--checkpoint", "ckpt/psi", *required]).model == "ckpt/psi"

@@ -59,13 +59,14 @@ def _print_list(cache_dir: str | None) -> None:
         declared = f" (the hub's model card: {record['hub_licence']})" if record.get("hub_licence") else ""
         print(f"         licence: {record['licence']}{declared}")
     if missing:
-        print(f"to fetch what is missing: portrait4d weights fetch {' '.join(name for name in missing if name != 'flame')}"
-              + (" (flame also needs --accept-flame-license)" if "flame" in missing else ""))
+        accept = f" {weights.ACCEPT_FLAME_FLAG}" if "flame" in missing else ""
+        print(f"to fetch what is missing: portrait4d weights fetch {' '.join(missing)}{accept}")
 
 
 def run(args: argparse.Namespace) -> int:
     from portrait4d import weights
     from portrait4d.errors import UserInputError
+    from portrait4d.inference.named_models import MOTION_ENCODER_OF
 
     if args.action is None:
         raise UserInputError("choose an action: `portrait4d weights fetch NAME...` or `portrait4d weights list`")
@@ -77,4 +78,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for outcome in outcomes:
         print(f"{outcome.name}: {outcome.folder}: {outcome.note}")
+    for name in args.names:
+        encoder = MOTION_ENCODER_OF.get(name)
+        if encoder is not None and weights.read_record(encoder[0], args.cache_dir) is None:
+            print(f"note: {name} is driven by {encoder[0]}: also run {weights.fetch_hint([encoder[0]], args.cache_dir)}")
     return 0
