@@ -219,9 +219,8 @@ class SourceFile:
 class FetchOutcome:
     name: str
     folder: Path
-    fetched: bool
-    """False when it was already in the cache."""
     note: str
+    """What was done (or that it was in the cache already)."""
 
 
 def flame_terms() -> str:
@@ -249,7 +248,7 @@ def fetch(
         raise UserInputError(f"--from {from_dir}: no such folder")
     pending = [entry for entry in entries if not _up_to_date(entry, revision, from_dir, cache_dir)]
     outcomes = [
-        FetchOutcome(entry.name, weights_root(cache_dir) / entry.name, False, "already in the cache")
+        FetchOutcome(entry.name, weights_root(cache_dir) / entry.name, "already in the cache")
         for entry in entries
         if entry not in pending
     ]
@@ -297,7 +296,7 @@ def _install(
             record = _record(entry, snapshot, from_dir, described, stored, note)
             write_text_atomic(folder / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     seconds = time.perf_counter() - start
-    return FetchOutcome(entry.name, root / entry.name, True, f"{note} ({seconds:.1f} s)")
+    return FetchOutcome(entry.name, root / entry.name, f"{note} ({seconds:.1f} s)")
 
 
 def _find_local(directory: Path, entry: WeightsEntry, name: str) -> SourceFile:
@@ -320,11 +319,10 @@ def _store(
     """Put the files of ``entry`` into ``folder`` in their cache form; returns (stored names, note)."""
     if entry.snapshot:
         return _store_snapshot(entry, sources[0].path, folder, report)
+    names = []
     for source in sources:
         if entry.check is not None:
             entry.check(source.path)
-    names = []
-    for source in sources:
         target = folder / source.path.name
         if source.downloaded:
             shutil.move(source.path, target)
@@ -395,8 +393,8 @@ def _record(
 @dataclass(frozen=True)
 class WeightsStatus:
     entry: WeightsEntry
-    folder: Path
     record: dict[str, Any] | None
+    """The cache record (see :func:`read_record`), None when not fetched."""
 
     @property
     def present(self) -> bool:
@@ -405,5 +403,4 @@ class WeightsStatus:
 
 def list_weights(cache_dir: str | os.PathLike | None = None) -> list[WeightsStatus]:
     """Every catalogue name with its cache record (None when not fetched)."""
-    root = weights_root(cache_dir)
-    return [WeightsStatus(entry, root / name, read_record(name, cache_dir)) for name, entry in CATALOGUE.items()]
+    return [WeightsStatus(entry, read_record(name, cache_dir)) for name, entry in CATALOGUE.items()]

@@ -46,7 +46,7 @@ def _print_list(cache_dir: str | None) -> None:
     missing = []
     for status in weights.list_weights(cache_dir):
         entry, record = status.entry, status.record
-        if record is None:
+        if not status.present:
             missing.append(entry.name)
             print(f"missing  {entry.name:8} {entry.description}")
             print(f"         licence: {entry.licence}")
