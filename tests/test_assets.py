@@ -214,7 +214,9 @@ def test_cli_list_shows_every_asset_and_the_fetch_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0] == f"cache: {tmp_path / 'assets'}"
     for asset in assets.ASSETS:
-        assert re.search(rf"^missing\s+{asset.group}\s+{re.escape(asset.file)}\s", out, re.MULTILINE)
+        assert re.search(rf"^missing\s+{asset.group}\s+{re.escape(asset.file)}\s.*\n\s+licence: {re.escape(asset.licence)}$", out, re.MULTILINE)
+    assert "licence: non-commercial" in out  # dlib's 68-point landmarks (iBUG 300-W terms)
+    assert "licence: not stated" not in out
     assert (
         out.splitlines()[-1]
         == "to fetch what is missing or damaged: portrait4d assets fetch identity landmarks lpips samples"

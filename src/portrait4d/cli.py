@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from portrait4d import __version__
 from portrait4d.errors import UserInputError
 
-COMMANDS = ("synth", "manifest", "convert", "assets", "preprocess", "train-encoders", "train-3d", "pseudo-mv", "train-4d", "reenact", "render", "export-mesh", "demo", "make-benchmark", "eval")
+COMMANDS = ("synth", "manifest", "convert", "assets", "weights", "preprocess", "train-encoders", "train-3d", "pseudo-mv", "train-4d", "reenact", "render", "export-mesh", "demo", "make-benchmark", "eval")
 """Subcommand names, in the order ``--help`` lists them (module ``portrait4d.commands.<name>``)."""
 
 

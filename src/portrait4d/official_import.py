@@ -22,7 +22,7 @@ import io
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -430,23 +430,35 @@ class OfficialImport:
 
 
 def convert_official(
-    source: str | os.PathLike, destination: str | os.PathLike, preset: ModelPreset, *, allow_missing: bool = False
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    preset: ModelPreset,
+    *,
+    allow_missing: bool = False,
+    networks: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> OfficialImport:
     """Import ``G``, ``G_ema`` and ``D`` of an official snapshot into our checkpoint format.
 
     Writes nothing when a network lacks tensors or has shape mismatches, unless
     ``allow_missing`` (then those tensors keep a fresh initialisation). Unexpected tensors
     (such as the optional FLAME ``deformer.*`` buffers) are reported and left out.
+    ``networks`` keeps only those of the snapshot (e.g. ``G_ema`` for inference);
+    ``extra`` is stored in the checkpoint beside the provenance.
     """
     source = Path(source)
     check_destination(Path(destination))  # fail before the (possibly long) import
     snapshot = read_official_snapshot(source)
     imports = {
-        name: match_network(preset, name, state, snapshot.classes[name]) for name, state in snapshot.networks.items()
+        name: match_network(preset, name, state, snapshot.classes[name])
+        for name, state in snapshot.networks.items()
+        if networks is None or name in networks
     }
+    if not imports:
+        raise UserInputError(f"{source.name} holds none of the networks {', '.join(networks or ())}")
     written = None
     if allow_missing or all(result.complete for result in imports.values()):
-        networks = {
+        converted = {
             name: result.state if result.complete else fill_from_initialisation(preset, name, result)
             for name, result in imports.items()
         }
@@ -458,7 +470,7 @@ def convert_official(
             "reports": {name: result.report.summary() for name, result in imports.items()},
             "embedded_sources_discarded": [asdict(item) for item in snapshot.sources],
         }
-        written = save_pretrained(destination, preset, networks, extra={"imported_from": provenance})
+        written = save_pretrained(destination, preset, converted, extra={**(extra or {}), "imported_from": provenance})
     return OfficialImport(imports, snapshot.sources, snapshot.other_keys, written)
 
 

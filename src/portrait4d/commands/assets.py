@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for status in statuses:
         size = _megabytes(status.size) if status.state == "present" else ""
         print(f"{status.state:8} {status.asset.group:10} {status.asset.file:42} {size:>9}  {status.asset.description}")
+        print(f"{'':8} licence: {status.asset.licence}")
     absent = sorted({status.asset.group for status in statuses if status.state != "present"})
     if absent:
         print(f"to fetch what is missing or damaged: portrait4d assets fetch {' '.join(absent)}")

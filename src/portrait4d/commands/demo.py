@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from portrait4d.inference.views import parse_view, view_cameras
 
     start = time.perf_counter()
-    bundled = bundled_paths() if None in (args.checkpoint, args.source, args.driving) else None
-    args.checkpoint = args.checkpoint or bundled.checkpoint
+    bundled = bundled_paths() if None in (args.source, args.driving) else None
+    args.model = args.model or "bundled"
     avatar = open_avatar(args)
     preprocessors = PreprocessorCache()
     source_aligned = args.aligned or args.source is None

@@ -10,9 +10,9 @@ PROTOCOL_CHOICES = {"both": ("self_reenactment", "cross_identity"), "self": ("se
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from portrait4d.commands.reenact import DEVICES
+    from portrait4d.commands.reenact import DEVICES, add_model_option
 
-    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="synthesizer checkpoint to evaluate (train-4d RUN/psi, train-3d, convert)")
+    add_model_option(parser)
     parser.add_argument(
         "--clips", required=True, nargs="+", metavar="DIR",
         help="clip folders (synth, preprocess) or one benchmark folder (make-benchmark)",
@@ -73,19 +73,22 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from portrait4d.commands.reenact import choose_device
+    from portrait4d.commands.reenact import choose_device, report_notes
     from portrait4d.evaluation import evaluate, write_report
     from portrait4d.evaluation.report import CONTACT_SHEET, REPORT_MARKDOWN
     from portrait4d.inference import Avatar
+    from portrait4d.inference.named_models import resolve_model
 
     start = time.perf_counter()
     device = choose_device(args.device)
-    avatar = Avatar.load(args.checkpoint, args.motion_encoder, device=device)
+    choice = resolve_model(args.model, motion_required=args.motion_encoder is None)
+    report_notes([choice.note] if choice.note else [], "eval")
+    avatar = Avatar.load(choice.checkpoint, args.motion_encoder or choice.motion_encoder, device=device)
     suite = build_suite(args, device)
     with torch.no_grad():
         report, cases = evaluate(
             avatar, args.clips, suite, PROTOCOL_CHOICES[args.protocols], args.max_frames, args.batch_size,
-            checkpoint=str(args.checkpoint), progress=lambda message: print(f"eval: {message}", flush=True),
+            checkpoint=choice.label, progress=lambda message: print(f"eval: {message}", flush=True),
         )  # fmt: skip
     try:
         path = write_report(args.out, report, cases, overwrite=args.overwrite)

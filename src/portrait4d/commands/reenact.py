@@ -30,15 +30,25 @@ DEFAULT_FPS = 25.0
 # ---------------------------------------------------------------------- shared options
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
-    """--checkpoint, --motion-encoder, --device, --precision, --threads (default ``threads``: None = torch's choice)."""
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """--model NAME|PATH (alias --checkpoint), the same on every command that runs a model."""
     parser.add_argument(
-        "--checkpoint", metavar="DIR", help="synthesizer checkpoint (ours or `portrait4d convert`ed); default: the bundled demo model"
+        "--model",
+        "--checkpoint",
+        dest="model",
+        metavar="v2|static|bundled|PATH",
+        help="v2 or static (official weights from `portrait4d weights fetch`), bundled (the demo model) or a "
+        "checkpoint folder; default: v2 when fetched, else bundled",
     )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
+    """--model, --motion-encoder, --device, --precision, --threads (default ``threads``: None = torch's choice)."""
+    add_model_option(parser)
     parser.add_argument(
         "--motion-encoder",
         metavar="PATH",
-        help="E_mot overriding the checkpoint's: a motion_encoder checkpoint folder or PD-FGC weights (motion_model.pth)",
+        help="E_mot overriding the model's: a motion_encoder checkpoint folder or PD-FGC weights (motion_model.pth)",
     )
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast on CUDA (default fp32)")
@@ -132,19 +142,22 @@ def check_inputs(*pairs: tuple[str | None, str]) -> None:
 
 
 def open_avatar(args: argparse.Namespace) -> Avatar:
-    """The avatar of --checkpoint (default: the bundled model) on the chosen device, with --threads applied."""
+    """The avatar of --model on the chosen device, with --threads applied."""
     import torch
 
     from portrait4d.errors import UserInputError
-    from portrait4d.inference import Avatar, bundled_paths
+    from portrait4d.inference import Avatar
+    from portrait4d.inference.named_models import resolve_model
 
     if args.threads is not None:
         if args.threads < 1:
             raise UserInputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
 
-    checkpoint = args.checkpoint or bundled_paths().checkpoint
-    return Avatar.load(checkpoint, args.motion_encoder, choose_device(args.device), args.precision)
+    choice = resolve_model(args.model, motion_required=args.motion_encoder is None)
+    report_notes([choice.note] if choice.note else [], args.command)
+    motion_encoder = args.motion_encoder or choice.motion_encoder
+    return Avatar.load(choice.checkpoint, motion_encoder, choose_device(args.device), args.precision)
 
 
 class OutputStreams:

@@ -1,9 +1,9 @@
 """The inference API: load Ψ once, set a source once, then reenact and render any number of frames.
 
-    avatar = Avatar.load("RUN/psi", device="cuda")
-    avatar.set_source(image, landmarks)              # per-source work, done once and cached
+    avatar = Avatar.load("v2", device="cuda")         # or "static", "bundled", a checkpoint folder
+    avatar.set_source(image, landmarks)               # per-source work, done once and cached
     out = avatar.reenact(images, landmarks, cameras)  # out.image_sr [N, 3, S, S] in [-1, 1]
-    orbit = avatar.render(orbit_path(60))            # the source's own expression, any camera
+    orbit = avatar.render(orbit_path(60))             # the source's own expression, any camera
 
 What :meth:`Avatar.set_source` caches is exactly ``Synthesizer.encode_source`` (encoders,
 background, neutralising blocks) plus v_s = E_mot(source). Each batch of driving frames
@@ -31,6 +31,7 @@ import torch
 
 from portrait4d.checkpoints import read_checkpoint_config
 from portrait4d.errors import UserInputError
+from portrait4d.inference.named_models import is_model_name, resolve_model
 from portrait4d.models.motion import NESTED_MOTION_ENCODER, PDFGC_MARKER, MotionEmbedder, PDFGCMotion
 from portrait4d.models.synthesizer import SourceCache, Synthesizer, SynthesizerOutput
 from portrait4d.presets import SYNTHESIZER_KIND, load_pretrained
@@ -76,12 +77,17 @@ class Avatar:
     @classmethod
     def load(
         cls,
-        checkpoint: str | os.PathLike,
+        checkpoint: str | os.PathLike | None = None,
         motion_encoder: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
     ) -> Avatar:
-        """Ψ from one of our checkpoints (also converted official ones), E_mot resolved as above."""
+        """Ψ by name (``"v2"``, ``"static"``, ``"bundled"``; None: v2 when fetched, else the
+        bundled model) or from a checkpoint folder of ours (also converted official ones),
+        E_mot resolved as above; a named model brings its own (v2: the fetched PD-FGC)."""
+        if checkpoint is None or is_model_name(checkpoint):
+            choice = resolve_model(checkpoint, motion_required=motion_encoder is None)
+            checkpoint, motion_encoder = choice.checkpoint, motion_encoder or choice.motion_encoder
         checkpoint = Path(checkpoint)
         document = read_checkpoint_config(checkpoint)
         checkpoint = checkpoint.parent if checkpoint.is_file() else checkpoint  # also given as its model.safetensors
