@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from portrait4d.checkpoints import refuse_nonfinite
 from portrait4d.errors import UserInputError
 
 _SHOWN_NAMES = 8
@@ -102,6 +103,7 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
                 f"{what} weights {path} are not a flat state dict of tensors: "
                 f"entry {key!r} holds a {type(value).__name__}"
             )
+    refuse_nonfinite(state, path)
     if state and all(key.startswith(_DATA_PARALLEL_PREFIX) for key in state):
         state = {key[len(_DATA_PARALLEL_PREFIX) :]: value for key, value in state.items()}
     return dict(state)
