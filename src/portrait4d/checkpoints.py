@@ -177,12 +177,15 @@ def load_checkpoint(
     kind: str | None = None,
     networks: Sequence[str] | None = None,
     map_location: str | torch.device = "cpu",
+    finite: bool = True,
 ) -> Checkpoint:
     """Read a checkpoint directory (or its ``model.safetensors``); no pickle involved.
 
     ``kind``, when given, must match the saved kind: a mismatch is a one-line
     :class:`UserInputError` naming both. ``networks`` selects which networks' tensors
-    are read (default: all); the others are not loaded at all.
+    are read (default: all); the others are not loaded at all. With ``finite`` (the
+    default for weights) a floating-point tensor holding NaN or ±inf is refused, naming it;
+    the format itself stores any value.
     """
     directory = _checkpoint_directory(Path(path))
     document = read_checkpoint_config(directory)
@@ -212,9 +215,9 @@ def load_checkpoint(
             }
     except SafetensorError as error:
         raise UserInputError(f"{weights} is not a readable safetensors file ({error})") from None
-    refuse_nonfinite(
-        {f"{network}.{name}": tensor for network, state in tensors.items() for name, tensor in state.items()}, weights
-    )
+    if finite:
+        named = {f"{network}.{name}": tensor for network, state in tensors.items() for name, tensor in state.items()}
+        refuse_nonfinite(named, weights)
     return Checkpoint(
         kind=document["kind"],
         networks=tensors,
