@@ -62,6 +62,7 @@ def test_bad_eval_and_benchmark_options_are_one_line_errors(checkpoint, tmp_path
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.save, to make the refused file
 def test_eval_refuses_a_torchscript_inception_in_one_line(checkpoint, tmp_path, capfd):
     scripted = tmp_path / "inception.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))

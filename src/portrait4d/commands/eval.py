@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     device = choose_device(args.device)
+    suite = build_suite(args, device)  # the metric files first: a bad one fails before the model loads
     avatar = Avatar.load(args.checkpoint, args.motion_encoder, device=device)
-    suite = build_suite(args, device)
     with torch.no_grad():
         report, cases = evaluate(
             avatar, args.clips, suite, PROTOCOL_CHOICES[args.protocols], args.max_frames, args.batch_size,
