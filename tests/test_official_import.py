@@ -362,7 +362,7 @@ def nested_modules(depth):
 
 
 def test_deeply_nested_snapshots_are_one_line_errors(tmp_path, capfd):
-    with pytest.raises(UserInputError, match="nested deeper than 64 levels"):
+    with pytest.raises(UserInputError, match="nests deeper than 64 levels"):
         read_official_snapshot(pickle.dumps({"G": nested_modules(70)}))
     with pytest.raises(UserInputError, match="nests its data too deeply"):
         read_official_snapshot(deeply_nested({"G": torch.nn.Linear(1, 1), "PLACEHOLDER": 0}, b"(", b"t"))

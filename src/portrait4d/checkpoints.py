@@ -142,7 +142,8 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
         raise UserInputError(f"{config_path}: format_version must be a whole number, got {version!r}")
     if version > FORMAT_VERSION:
         raise UserInputError(
-            f"{directory} uses checkpoint format version {version}; this portrait4d reads up to version {FORMAT_VERSION}"
+            f"{directory} uses checkpoint format version {version}; "
+            f"this portrait4d reads up to version {FORMAT_VERSION}"
         )
     _check_document(document, config_path)
     return document

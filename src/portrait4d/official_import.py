@@ -123,7 +123,8 @@ def _storage_from_bytes(blob: Any) -> torch.storage.TypedStorage:
         try:
             storage = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            raise UnsafePickleError(f"torch's weights-only loader refused a tensor storage: {_weights_only_reason(error)}") from None
+            reason = _weights_only_reason(error)
+            raise UnsafePickleError(f"torch's weights-only loader refused a tensor storage: {reason}") from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f"a storage blob holds a {type(storage).__name__}, not a tensor storage")
     return storage
@@ -341,7 +342,7 @@ def _flatten(node: Any, prefix: str, label: str, out: dict[str, torch.Tensor], a
     if id(node) in ancestors:
         raise UserInputError(f"{where} contains itself: the pickled module tree has a cycle")
     if len(ancestors) >= MAX_NESTING:
-        raise UserInputError(f"{label}'s module tree is nested deeper than {MAX_NESTING} levels; not an official network")
+        raise UserInputError(f"{label}'s module tree nests deeper than {MAX_NESTING} levels; not an official network")
     state = _module_state(node, where)
     skipped = state.get("_non_persistent_buffers_set") or set()
     for group in ("_parameters", "_buffers"):

@@ -158,7 +158,9 @@ def clip_file(folder: Path, relative: str) -> Path:
         raise UserInputError(f"clip {folder} is missing {relative}")
     target = file.resolve()
     if not target.is_relative_to(folder.resolve()):
-        raise UserInputError(f"clip {folder}: {relative} links to {target}, outside the clip folder (clip files must lie inside it)")
+        raise UserInputError(
+            f"clip {folder}: {relative} links to {target}, outside the clip folder (clip files must lie inside it)"
+        )
     return file
 
 

@@ -98,7 +98,8 @@ def _clip_arrays(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(cameras [T, 25], landmarks [T, 68, 2]) of a clip; only these two arrays are read."""
     try:
         with np.load(Path(path) / ARRAYS_FILE) as archive:
-            cameras, landmarks = torch.from_numpy(archive["cameras"]).float(), torch.from_numpy(archive["landmarks"]).float()
+            cameras = torch.from_numpy(archive["cameras"]).float()
+            landmarks = torch.from_numpy(archive["landmarks"]).float()
     except (OSError, ValueError, KeyError) as error:
         raise UserInputError(f"cannot read cameras and landmarks of {path}: {error}") from error
     check_cameras("cameras", cameras, Path(path) / ARRAYS_FILE)
