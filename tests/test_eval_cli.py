@@ -71,3 +71,15 @@ def test_bad_eval_and_benchmark_options_are_one_line_errors(checkpoint, tmp_path
                  "--device", "cpu", "--no-landmarks", "--judge", str(tmp_path / "no_judge")]) == 2  # fmt: skip
     assert "no_judge" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.save, to make the refused file
+def test_eval_refuses_a_torchscript_inception_in_one_line(checkpoint, tmp_path, capfd):
+    scripted = tmp_path / "inception.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    out = tmp_path / "report"
+    code = main(["eval", "--checkpoint", str(checkpoint), "--clips", str(tmp_path), "--out", str(out),
+                 "--device", "cpu", "--no-landmarks", "--inception-weights", str(scripted)])  # fmt: skip
+    err = capfd.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "TorchScript archive, which carries code" in err
+    assert not out.exists()

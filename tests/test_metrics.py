@@ -295,24 +295,3 @@ def test_dlib_identity_of_one_face_is_one():
     clip = export_clip(make_clip(5, ClipConfig(n_frames=1)), 64)
     image, marks = clip.frames.float() / 127.5 - 1.0, clip_landmarks_to_crop(clip.landmarks)
     assert metric(image, marks, image, marks).item() == pytest.approx(1.0, abs=1e-5)
-
-
-class ScriptedInception(torch.nn.Module):
-    """A stand-in with StyleGAN's detector interface: uint8 images → [B, 2048] features."""
-
-    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        assert return_features
-        return images.float().mean(dim=(2, 3)).repeat(1, 683)[:, :2048]
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_user_inception_features_load_from_torchscript(tmp_path):
-    from portrait4d.metrics import InceptionFeatures
-
-    path = tmp_path / "inception.pt"
-    torch.jit.save(torch.jit.script(ScriptedInception()), str(path))
-    features = InceptionFeatures(path)(torch.zeros(2, 3, 8, 8))
-    assert features.shape == (2, 2048) and torch.equal(features, torch.full((2, 2048), 128.0))  # black -> 0 -> uint8 128
-    (tmp_path / "bad.pt").write_bytes(b"not a model")
-    with pytest.raises(UserInputError, match="TorchScript"):
-        InceptionFeatures(tmp_path / "bad.pt")

@@ -6,6 +6,7 @@ when loaded the official way, so the tests of our loader could fail.
 """
 
 import copy
+import io
 import os
 import pickle
 
@@ -248,3 +249,66 @@ def test_convert_refuses_to_overwrite_a_foreign_directory(tmp_path, official_mod
     assert cli.main(["convert", str(tmp_path / "snapshot.pkl"), str(tmp_path / "out"), "--preset", "tiny"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- hostile shapes, one line each
+
+
+class StorageBlob:
+    """Pickles as ``torch.storage._load_from_bytes(blob)``, the way old snapshots store tensors."""
+
+    def __init__(self, blob):
+        self.blob = blob
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.blob,)
+
+
+def test_a_storage_blob_refused_by_torch_is_one_line_naming_the_global(tmp_path, capfd):
+    legacy = io.BytesIO()
+    torch.save(ShellCommand("true"), legacy, _use_new_zipfile_serialization=False)
+    (tmp_path / "blob.pkl").write_bytes(pickle.dumps({"G": StorageBlob(legacy.getvalue())}))
+    assert cli.main(["convert", str(tmp_path / "blob.pkl"), str(tmp_path / "out"), "--preset", "tiny"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1 and "weights-only loader refused" in err and "system" in err
+    assert not (tmp_path / "out").exists()
+
+
+def deeply_nested(placeholder_holder, opening: bytes, closing: bytes, depth: int = 10_000) -> bytes:
+    """Pickle ``placeholder_holder`` with its string "PLACEHOLDER" replaced by a container nested
+    ``depth`` levels deep (MARK × depth, then ``closing`` × depth), too deep for pickle.dumps."""
+    raw = pickle.dumps(placeholder_holder, protocol=2)
+    text = b"PLACEHOLDER"
+    start = raw.index(b"X" + len(text).to_bytes(4, "little") + text)
+    return raw[:start] + opening * depth + closing * depth + raw[start + 5 + len(text) :]
+
+
+def nested_modules(depth):
+    module = torch.nn.Linear(1, 1)
+    for _ in range(depth):
+        module = torch.nn.Sequential(module)
+    return module
+
+
+def test_deeply_nested_snapshots_are_one_line_errors(tmp_path, capfd):
+    with pytest.raises(UserInputError, match="nests deeper than 64 levels"):
+        read_official_snapshot(pickle.dumps({"G": nested_modules(70)}))
+    with pytest.raises(UserInputError, match="nests its data too deeply"):
+        read_official_snapshot(deeply_nested({"G": torch.nn.Linear(1, 1), "PLACEHOLDER": 0}, b"(", b"t"))
+    linear = torch.nn.Linear(1, 1)
+    linear.settings = "PLACEHOLDER"  # a list nested 10000 deep: left out of the attributes
+    snapshot = read_official_snapshot(deeply_nested({"G": linear}, b"(", b"l"))
+    assert "settings" not in snapshot.attributes["G"] and list(snapshot.networks["G"]) == ["weight", "bias"]
+    (tmp_path / "deep.pkl").write_bytes(deeply_nested({"G": torch.nn.Linear(1, 1), "PLACEHOLDER": 0}, b"(", b"t"))
+    assert cli.main(["convert", str(tmp_path / "deep.pkl"), str(tmp_path / "out"), "--preset", "tiny"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1 and "too deeply" in err and "Traceback" not in err
+
+
+def test_allow_missing_refuses_a_network_with_no_matching_tensor(tmp_path, official_modules, capfd):
+    (tmp_path / "snapshot.pkl").write_bytes(snapshot_bytes({"G_ema": torch.nn.Linear(1, 1)}, "pass"))
+    out = tmp_path / "converted"
+    assert cli.main(["convert", str(tmp_path / "snapshot.pkl"), str(out), "--preset", "tiny", "--allow-missing"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1 and "no tensor of G_ema matches the 'tiny' preset" in err
+    assert not out.exists()

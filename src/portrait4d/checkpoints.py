@@ -137,12 +137,39 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
         raise UserInputError(f"{config_path} is not valid JSON ({error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise UserInputError(f"{config_path} is not a portrait4d checkpoint config (no format tag {FORMAT!r})")
-    if document.get("format_version", 0) > FORMAT_VERSION:
+    version = document.get("format_version", 0)
+    if not _is_whole(version):
+        raise UserInputError(f"{config_path}: format_version must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
         raise UserInputError(
-            f"{directory} uses checkpoint format version {document['format_version']}; "
+            f"{directory} uses checkpoint format version {version}; "
             f"this portrait4d reads up to version {FORMAT_VERSION}"
         )
+    _check_document(document, config_path)
     return document
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_document(document: dict[str, Any], config_path: Path) -> None:
+    """The fields loading relies on have the types :func:`save_checkpoint` writes."""
+    networks = document.get("networks")
+    if not isinstance(networks, dict) or not all(
+        isinstance(names, list) and all(isinstance(name, str) for name in names) for names in networks.values()
+    ):
+        found = "nothing" if networks is None else f"a {type(networks).__name__}"
+        raise UserInputError(
+            f"{config_path}: 'networks' must map each network to its list of tensor names, found {found}"
+        )
+    if not isinstance(document.get("kind"), str):
+        raise UserInputError(f"{config_path}: 'kind' must be a string, got {document.get('kind')!r}")
+    if not _is_whole(document.get("step", 0)):
+        raise UserInputError(f"{config_path}: 'step' must be a whole number, got {document.get('step')!r}")
+    for key in ("configs", "camera", "extra"):
+        if not isinstance(document.get(key, {}), dict):
+            raise UserInputError(f"{config_path}: {key!r} must be a JSON object, got {type(document[key]).__name__}")
 
 
 def load_checkpoint(
@@ -151,12 +178,15 @@ def load_checkpoint(
     kind: str | None = None,
     networks: Sequence[str] | None = None,
     map_location: str | torch.device = "cpu",
+    finite: bool = True,
 ) -> Checkpoint:
     """Read a checkpoint directory (or its ``model.safetensors``); no pickle involved.
 
     ``kind``, when given, must match the saved kind: a mismatch is a one-line
     :class:`UserInputError` naming both. ``networks`` selects which networks' tensors
-    are read (default: all); the others are not loaded at all.
+    are read (default: all); the others are not loaded at all. With ``finite`` (the
+    default for weights) a floating-point tensor holding NaN or ±inf is refused, naming it;
+    the format itself stores any value.
     """
     directory = _checkpoint_directory(Path(path))
     document = read_checkpoint_config(directory)
@@ -186,6 +216,9 @@ def load_checkpoint(
             }
     except SafetensorError as error:
         raise UserInputError(f"{weights} is not a readable safetensors file ({error})") from None
+    if finite:
+        named = {f"{network}.{name}": tensor for network, state in tensors.items() for name, tensor in state.items()}
+        refuse_nonfinite(named, weights)
     return Checkpoint(
         kind=document["kind"],
         networks=tensors,
@@ -195,6 +228,18 @@ def load_checkpoint(
         camera=document.get("camera", {}),
         extra=document.get("extra", {}),
     )
+
+
+def refuse_nonfinite(tensors: Mapping[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Raise a :class:`UserInputError` naming the tensors that hold NaN or infinite values.
+
+    Such weights (a diverged run, a damaged file) would otherwise run and produce NaN images
+    or fail far away, e.g. in a metric's matrix square root.
+    """
+    bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise UserInputError(f"{where} holds NaN or infinite values in {len(bad)} tensor(s): {shown}")
 
 
 # --------------------------------------------------------------------------- configs <-> JSON

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,10 @@ STUB_MODULE_PREFIXES = (
     "dnnlib.",
 )
 """Modules whose classes become inert stand-ins (module trees of the official networks)."""
+
+MAX_NESTING = 64
+"""Deepest module tree and attribute value read from a snapshot; the official networks nest
+under 10 levels, and a crafted pickle could otherwise exhaust Python's recursion limit."""
 
 
 class UnsafePickleError(UserInputError):
@@ -115,10 +120,22 @@ def _storage_from_bytes(blob: Any) -> torch.storage.TypedStorage:
         raise UnsafePickleError("torch.storage._load_from_bytes got something other than bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        storage = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        try:
+            storage = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            reason = _weights_only_reason(error)
+            raise UnsafePickleError(f"torch's weights-only loader refused a tensor storage: {reason}") from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f"a storage blob holds a {type(storage).__name__}, not a tensor storage")
     return storage
+
+
+def _weights_only_reason(error: pickle.UnpicklingError) -> str:
+    """The one line of torch's several-paragraph weights-only refusal that says what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    return reasons[0] if reasons else "a non-tensor object"
 
 
 def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_ignored: Any) -> torch.Tensor:
@@ -276,13 +293,22 @@ def _load_stream(handle: BinaryIO, label: str) -> Any:
     except UserInputError:  # a refused global or a refused call: already says what and why
         raise
     except Exception as error:  # truncated or corrupt files, wrong arguments to rebuilders
-        reason = f"{type(error).__name__}: {error}"
+        first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+        reason = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
         raise UserInputError(f"{label} could not be read as an official snapshot pickle: {reason}") from None
 
 
 def read_official_snapshot(source: str | os.PathLike | bytes) -> OfficialSnapshot:
     """Read ``G``, ``G_ema`` and ``D`` (whichever are present) from an official snapshot."""
     data = load_official_pickle(source)
+    try:
+        return _snapshot_of(data)
+    except RecursionError:  # e.g. a key nested thousands deep; the known deep places are bounded below
+        label = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+        raise UserInputError(f"{label} nests its data too deeply to be an official snapshot") from None
+
+
+def _snapshot_of(data: Any) -> OfficialSnapshot:
     if not isinstance(data, dict) or not any(data.get(name) is not None for name in SNAPSHOT_NETWORKS):
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise UserInputError(f"not an EG3D-style snapshot: expected a dict holding G, G_ema or D, found {found}")
@@ -315,6 +341,8 @@ def _flatten(node: Any, prefix: str, label: str, out: dict[str, torch.Tensor], a
     where = f"{label}.{prefix.rstrip('.')}" if prefix else label
     if id(node) in ancestors:
         raise UserInputError(f"{where} contains itself: the pickled module tree has a cycle")
+    if len(ancestors) >= MAX_NESTING:
+        raise UserInputError(f"{label}'s module tree nests deeper than {MAX_NESTING} levels; not an official network")
     state = _module_state(node, where)
     skipped = state.get("_non_persistent_buffers_set") or set()
     for group in ("_parameters", "_buffers"):
@@ -342,16 +370,19 @@ def plain_attributes(node: Any) -> dict[str, Any]:
 _UNREPRESENTABLE = object()
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON data, or ``_UNREPRESENTABLE`` (objects, and nesting beyond :data:`MAX_NESTING`)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, numpy.generic):
         return value.item()
+    if depth >= MAX_NESTING:
+        return _UNREPRESENTABLE
     if isinstance(value, (list, tuple)):
-        items = [_plain(item) for item in value]
-        return _UNREPRESENTABLE if _UNREPRESENTABLE in items else items
+        items = [_plain(item, depth + 1) for item in value]
+        return _UNREPRESENTABLE if any(item is _UNREPRESENTABLE for item in items) else items
     if isinstance(value, dict):
-        items = {str(key): _plain(item) for key, item in value.items()}
+        items = {str(key): _plain(item, depth + 1) for key, item in value.items()}
         return {key: item for key, item in items.items() if item is not _UNREPRESENTABLE}
     return _UNREPRESENTABLE
 
@@ -428,6 +459,15 @@ class OfficialImport:
     written: Path | None
     """The checkpoint written, or None when incomplete networks stopped the conversion."""
 
+    @property
+    def unmatched(self) -> list[str]:
+        """Networks of which not one tensor fits the preset (refused even with ``allow_missing``)."""
+        return _unmatched(self.networks)
+
+
+def _unmatched(imports: Mapping[str, NetworkImport]) -> list[str]:
+    return [name for name, network in imports.items() if not network.report.matched]
+
 
 def convert_official(
     source: str | os.PathLike,
@@ -441,7 +481,9 @@ def convert_official(
     """Import ``G``, ``G_ema`` and ``D`` of an official snapshot into our checkpoint format.
 
     Writes nothing when a network lacks tensors or has shape mismatches, unless
-    ``allow_missing`` (then those tensors keep a fresh initialisation). Unexpected tensors
+    ``allow_missing`` (then those tensors keep a fresh initialisation); even then a network
+    of which no tensor matched stops the conversion, since nothing of it would be imported
+    (:attr:`OfficialImport.unmatched`). Unexpected tensors
     (such as the optional FLAME ``deformer.*`` buffers) are reported and left out.
     ``networks`` keeps only those of the snapshot (e.g. ``G_ema`` for inference);
     ``extra`` is stored in the checkpoint beside the provenance.
@@ -457,7 +499,7 @@ def convert_official(
     if not imports:
         raise UserInputError(f"{source.name} holds none of the networks {', '.join(networks or ())}")
     written = None
-    if allow_missing or all(result.complete for result in imports.values()):
+    if (allow_missing and not _unmatched(imports)) or all(result.complete for result in imports.values()):
         converted = {
             name: result.state if result.complete else fill_from_initialisation(preset, name, result)
             for name, result in imports.items()

@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     result = convert_official(args.input, args.output, preset, allow_missing=args.allow_missing)
     print("\n".join(report_lines(result, args.verbose)))
+    if result.written is None and args.allow_missing:
+        raise UserInputError(
+            f"nothing written: no tensor of {', '.join(result.unmatched)} matches the {preset.name!r} preset "
+            "(--allow-missing fills gaps in a network, not a whole network)"
+        )
     if result.written is None:
         incomplete = [name for name, network in result.networks.items() if not network.complete]
         raise UserInputError(

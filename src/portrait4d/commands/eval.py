@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity-encoder", metavar="DIR", help="learned identity encoder, used when neither ArcFace nor the dlib asset is there")
     parser.add_argument(
         "--inception-weights", metavar="PATH",
-        help="TorchScript Inception-v3 with StyleGAN's feature interface: standard FID instead of fd_vgg16",
+        help="FID Inception-v3 state dict (pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a .safetensors copy): standard FID instead of fd_vgg16",
     )  # fmt: skip
     parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark detector (no AKD or APD)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
@@ -57,12 +57,13 @@ def build_suite(args: argparse.Namespace, device):
     from portrait4d.metrics import InceptionFeatures, LandmarkDetector, VGG16Features, load_identity_metric, load_perceptual_metric
     from portrait4d.models.motion import load_motion_embedder
 
+    inception = InceptionFeatures(args.inception_weights) if args.inception_weights else None
     perceptual = load_perceptual_metric(args.lpips_weights)
     perceptual.network.to(device)
     identity = load_identity_metric(args.arcface_weights, args.identity_encoder)
     identity.embedder.to(device)
     landmarks = None if args.no_landmarks else LandmarkDetector.from_assets()
-    features = InceptionFeatures(args.inception_weights) if args.inception_weights else VGG16Features(perceptual.network)
+    features = inception or VGG16Features(perceptual.network)
     judge = None if args.judge is None else load_motion_embedder(args.judge).to(device).eval()
     return MetricSuite(perceptual, identity, landmarks, features, judge)
 
@@ -81,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     device = choose_device(args.device)
+    suite = build_suite(args, device)  # the metric files first: a bad one fails before the model loads
     choice = resolve_model(args.model, motion_required=args.motion_encoder is None)
     report_notes([choice.note] if choice.note else [], "eval")
     avatar = Avatar.load(choice.checkpoint, args.motion_encoder or choice.motion_encoder, device=device)
-    suite = build_suite(args, device)
     with torch.no_grad():
         report, cases = evaluate(
             avatar, args.clips, suite, PROTOCOL_CHOICES[args.protocols], args.max_frames, args.batch_size,

@@ -20,6 +20,7 @@ Writing is atomic: the folder appears complete or not at all.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,15 +146,49 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
 
 
-def load_png(path: Path, channels: int) -> torch.Tensor:
-    """One frame or mask PNG of a clip folder → uint8 ``[channels, H, W]`` (readers of single frames use it too)."""
+def clip_file(folder: Path, relative: str) -> Path:
+    """``folder / relative``, checked to be a file that lies inside the clip folder.
+
+    A clip folder is self-contained: a file that is a symbolic link to somewhere outside it
+    (or inside a linked sub-folder that leads out) is refused, so that a shared or
+    downloaded clip cannot make a reader load arbitrary files. Links within the folder are fine.
+    """
+    file = folder / relative
+    if not file.is_file():
+        raise UserInputError(f"clip {folder} is missing {relative}")
+    target = file.resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise UserInputError(
+            f"clip {folder}: {relative} links to {target}, outside the clip folder (clip files must lie inside it)"
+        )
+    return file
+
+
+def load_png(path: Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One frame or mask PNG of a clip folder → uint8 ``[channels, H, W]`` (readers of single frames use it too).
+
+    ``size`` (height, width), when given, is what the clip's ``meta.json`` promises; a file
+    of another size is refused rather than failing later when frames are stacked.
+    """
     try:
         with Image.open(path) as image:
+            if size is not None and (image.height, image.width) != tuple(size):
+                raise UserInputError(
+                    f"clip image {path} is {image.height}x{image.width}, but its clip's frames are {size[0]}x{size[1]}"
+                )
             array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise UserInputError(f"cannot read clip image {path}: {error}") from error
     tensor = torch.from_numpy(array.copy())
     return tensor[None] if channels == 1 else tensor.permute(2, 0, 1)
+
+
+def check_cameras(name: str, cameras: torch.Tensor, where: Path) -> None:
+    """Refuse camera labels with NaN or infinite numbers, naming the first frames concerned."""
+    bad = (~torch.isfinite(cameras)).flatten(1).any(dim=1).nonzero().flatten().tolist() if cameras.dim() >= 2 else []
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise UserInputError(f"{where}: {name} of frame(s) {shown} contain NaN or infinite numbers")
 
 
 def _arrays(clip: ClipData) -> dict[str, np.ndarray]:
@@ -242,7 +277,27 @@ def read_clip_meta(path: str | os.PathLike) -> dict:
         raise UserInputError(f"{meta_path} is not a {FORMAT} file")
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
         raise UserInputError(f"{meta_path} has clip format version {meta.get('version')}; this portrait4d reads up to {VERSION}")
+    _check_meta(meta, meta_path)
     return meta
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_meta(meta: dict, meta_path: Path) -> None:
+    """The numbers readers rely on: counts are whole numbers, the size is positive, fps finite."""
+    for key in ("n_frames", "n_views"):
+        if not _is_count(meta.get(key)):
+            raise UserInputError(f"{meta_path}: {key} must be a whole number >= 0, got {meta.get(key)!r}")
+    if meta["n_frames"] == 0:
+        raise UserInputError(f"{meta_path}: the clip has no frames (n_frames is 0)")
+    size = meta.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_count(side) and side > 0 for side in size)):
+        raise UserInputError(f"{meta_path}: size must be [height, width] in whole pixels, got {size!r}")
+    fps = meta.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise UserInputError(f"{meta_path}: fps must be a finite number > 0, got {fps!r}")
 
 
 def read_clip(path: str | os.PathLike, images: bool = True) -> ClipData:
@@ -262,13 +317,14 @@ def read_clip(path: str | os.PathLike, images: bool = True) -> ClipData:
     t, n_views = meta["n_frames"], meta["n_views"]
     h, w = meta["size"]
 
+    check_cameras("cameras", arrays["cameras"], path / ARRAYS_FILE)
+    if "view_cameras" in arrays:
+        check_cameras("view_cameras", arrays["view_cameras"], path / ARRAYS_FILE)
+
     def load(pattern: str, channels: int, **index: int) -> torch.Tensor:
         if not images:
             return torch.zeros(channels, h, w, dtype=torch.uint8)
-        file = path / pattern.format(**index)
-        if not file.is_file():
-            raise UserInputError(f"clip {path} is missing {file.relative_to(path)}")
-        return load_png(file, channels)
+        return load_png(clip_file(path, pattern.format(**index)), channels, (h, w))
 
     frames = torch.stack([load(FRAME_PATTERN, 3, frame=i) for i in range(t)])
     masks = torch.stack([load(MASK_PATTERN, 1, frame=i) for i in range(t)]) if meta.get("masks") else None

@@ -21,7 +21,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from portrait4d.data.clip_format import ARRAYS_FILE, FRAME_PATTERN, MASK_PATTERN, META_FILE, load_png, read_clip_meta
+from portrait4d.data.clip_format import (
+    ARRAYS_FILE,
+    FRAME_PATTERN,
+    MASK_PATTERN,
+    META_FILE,
+    check_cameras,
+    clip_file,
+    load_png,
+    read_clip_meta,
+)
 from portrait4d.data.multiview import index_generator
 from portrait4d.data.records import join_records, map_fields
 from portrait4d.errors import UserInputError
@@ -89,9 +98,12 @@ def _clip_arrays(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(cameras [T, 25], landmarks [T, 68, 2]) of a clip; only these two arrays are read."""
     try:
         with np.load(Path(path) / ARRAYS_FILE) as archive:
-            return torch.from_numpy(archive["cameras"]).float(), torch.from_numpy(archive["landmarks"]).float()
+            cameras = torch.from_numpy(archive["cameras"]).float()
+            landmarks = torch.from_numpy(archive["landmarks"]).float()
     except (OSError, ValueError, KeyError) as error:
         raise UserInputError(f"cannot read cameras and landmarks of {path}: {error}") from error
+    check_cameras("cameras", cameras, Path(path) / ARRAYS_FILE)
+    return cameras, landmarks
 
 
 class ClipPairs(Dataset):
@@ -130,11 +142,13 @@ class ClipPairs(Dataset):
         path = self.paths[clip]
         cameras, landmarks = _clip_arrays(str(path))
 
+        size = (self.image_size, self.image_size)
+
         def image(frame: int) -> torch.Tensor:
-            return load_png(path / FRAME_PATTERN.format(frame=frame), 3).float() / 127.5 - 1.0
+            return load_png(clip_file(path, FRAME_PATTERN.format(frame=frame)), 3, size).float() / 127.5 - 1.0
 
         if self.has_masks[clip]:
-            mask = load_png(path / MASK_PATTERN.format(frame=driving), 1).float() / 255.0
+            mask = load_png(clip_file(path, MASK_PATTERN.format(frame=driving)), 1, size).float() / 255.0
         else:
             mask = torch.ones(1, self.image_size, self.image_size)
         return ClipPair(

@@ -1,10 +1,10 @@
-"""Fréchet distance between two image sets: standard FID with the user's Inception, else ``fd_vgg16``.
+"""Fréchet distance between two image sets: standard FID with the user's Inception weights, else ``fd_vgg16``.
 
 FD = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) of Gaussians fitted to network features.
-Standard FID needs the Inception-v3 weights of the TensorFlow FID release, which no package
-registry carries: pass them as a TorchScript module with StyleGAN's metric interface
-(``net(images uint8 [B, 3, H, W], return_features=True) → [B, 2048]``; StyleGAN's
-``inception-2015-12-05.pkl`` becomes one with ``torch.jit.save(pickle.load(f), path)``).
+Standard FID needs the TensorFlow FID Inception-v3 weights, which no package registry
+carries: the user passes pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a plain
+state dict, read weights-only into :class:`~portrait4d.models.fid_inception.FIDInceptionV3`;
+TorchScript and pickled modules are refused because loading them runs their code).
 Without them the features are the spatial mean of LPIPS-VGG16's relu5_3 at 224² and the
 metric is called ``fd_vgg16``: same formula, different network, not comparable with FID.
 Lower is better; small sets (a few hundred images) bias FD upwards.
@@ -13,12 +13,12 @@ Lower is better; small sets (a few hundred images) bias FD upwards.
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from portrait4d.models.fid_inception import load_fid_inception
 from portrait4d.models.lpips import LPIPS
 
 VGG_INPUT_SIZE = 224
@@ -68,23 +68,21 @@ class VGG16Features:
 
 
 class InceptionFeatures:
-    """Standard FID features from the user's TorchScript Inception-v3, ``[B, 2048]``."""
+    """Standard FID features: the FID Inception-v3 with the user's weight file, ``[B, 2048]``."""
 
     name = "fid"
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from portrait4d.errors import UserInputError
-
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is the format the FID Inception ships in
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.network = torch.jit.load(str(path), map_location="cpu").eval()
-        except (OSError, RuntimeError, ValueError) as error:
-            raise UserInputError(f"cannot load {path} as a TorchScript Inception network: {error}") from None
+        self.network = load_fid_inception(path)
         self.path = str(path)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """images ``[B, 3, H, W]`` in [-1, 1] → ``[B, 2048]``."""
-        pixels = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-        return self.network(pixels, return_features=True).float()
+        """images ``[B, 3, H, W]`` in [-1, 1] → ``[B, 2048]``.
+
+        Pixels are first rounded to 8 bits, so that the features are those of the images as
+        saved (FID tools read PNGs).
+        """
+        device = next(self.network.parameters()).device
+        levels = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+        return self.network(levels.to(device) / 127.5 - 1.0).cpu()

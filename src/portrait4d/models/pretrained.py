@@ -6,11 +6,13 @@ leaves unmatched tensors at their random initialisation; here every load reports
 tensors matched, which the module expected but the file lacks, which the file has but the
 module does not, and which differ in shape, and refuses when a tensor the output depends
 on is absent. Files are read without executing code: ``torch.load(weights_only=True)``
-for ``.pth``/``.pt`` and safetensors for ``.safetensors``.
+for ``.pth``/``.pt`` and safetensors for ``.safetensors``; a TorchScript archive (a zip
+that carries compiled code next to its tensors) is refused before anything reads it.
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from portrait4d.checkpoints import refuse_nonfinite
 from portrait4d.errors import UserInputError
 
 _SHOWN_NAMES = 8
@@ -77,6 +80,11 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{what} weights not found: {path}")
+    if _is_torchscript(path):
+        raise UserInputError(
+            f"{what} weights {path} are a TorchScript archive, which carries code; portrait4d reads only "
+            "plain state dicts (a torch.save'd dict of tensors or a .safetensors file)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -95,9 +103,20 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
                 f"{what} weights {path} are not a flat state dict of tensors: "
                 f"entry {key!r} holds a {type(value).__name__}"
             )
+    refuse_nonfinite(state, path)
     if state and all(key.startswith(_DATA_PARALLEL_PREFIX) for key in state):
         state = {key[len(_DATA_PARALLEL_PREFIX) :]: value for key, value in state.items()}
     return dict(state)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a zip holding TorchScript code (``code/`` sources or ``constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(f"/{name}".endswith("/constants.pkl") or "/code/" in f"/{name}" for name in names)
 
 
 def match_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor]) -> LoadReport:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +90,15 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise UserInputError(f"{path}: the file is empty (0 bytes)")
     try:
-        with Image.open(path) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            upright.load()
-            return rgb8(_pil_to_array(upright))
+        with warnings.catch_warnings():
+            # beyond Image.MAX_IMAGE_PIXELS PIL only warns (and decodes); treat that as a refusal too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                upright = ImageOps.exif_transpose(opened)
+                upright.load()
+                return rgb8(_pil_to_array(upright))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise UserInputError(f"{path}: refusing to decode it: {error} (scale the image down first)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise UserInputError(f"{path}: not a readable image ({error})") from None
 
