@@ -10,7 +10,7 @@ PROTOCOL_CHOICES = {"both": ("self_reenactment", "cross_identity"), "self": ("se
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from portrait4d.commands.reenact import DEVICES
+    from portrait4d.commands.reenact import add_device_argument
 
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="synthesizer checkpoint to evaluate (train-4d RUN/psi, train-3d, convert)")
     parser.add_argument(
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TorchScript Inception-v3 with StyleGAN's feature interface: standard FID instead of fd_vgg16",
     )  # fmt: skip
     parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark detector (no AKD or APD)")
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
+    add_device_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
 
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from portrait4d.commands.reenact import choose_device
+    from portrait4d.devices import choose_device
     from portrait4d.evaluation import evaluate, write_report
     from portrait4d.evaluation.report import CONTACT_SHEET, REPORT_MARKDOWN
     from portrait4d.inference import Avatar

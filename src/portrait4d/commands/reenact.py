@@ -1,7 +1,7 @@
 """``portrait4d reenact``: drive a one-shot avatar of a source portrait with a video.
 
 Also home of what the other inference commands (render, export-mesh, demo) share: the
-model options, device choice, output checks and the frame-streaming outputs.
+model options, the --device option, output checks and the frame-streaming outputs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 HELP = "reenact a source portrait with a driving video (or clip folder) and write an MP4"
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_SIZE, MAX_SIZE = 16, 2048
 DEFAULT_BATCH = 8
 DEFAULT_FPS = 25.0
@@ -40,7 +39,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, threads: int | None = N
         metavar="PATH",
         help="E_mot overriding the checkpoint's: a motion_encoder checkpoint folder or PD-FGC weights (motion_model.pth)",
     )
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
+    add_device_argument(parser)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast on CUDA (default fp32)")
     default_threads = "torch's choice" if threads is None else threads
     parser.add_argument(
@@ -50,6 +49,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, threads: int | None = N
         metavar="N",
         help=f"CPU threads (default {default_threads}; small models such as the demo's run fastest with 1, "
         "especially on a busy machine)",
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--device, checked by :func:`portrait4d.devices.choose_device` (the one rule for every command)."""
+    parser.add_argument(
+        "--device", default=default, help=f"where to run: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default {default})"
     )
 
 
@@ -67,20 +73,6 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", metavar="PATH", help="also write depth: PATH.mp4 (grey, near = bright) or a folder of 16-bit PNGs")
     parser.add_argument("--alpha", metavar="PATH", help="also write the head's opacity: PATH.mp4 or a folder of PNGs")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-
-
-def choose_device(name: str) -> torch.device:
-    """The torch device for --device; auto picks cuda, then mps, then cpu."""
-    import torch
-
-    from portrait4d.errors import UserInputError
-
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    if name == "auto":
-        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
-    if not available[name]:
-        raise UserInputError(f"--device {name} was asked for but this torch build or machine has no {name} device")
-    return torch.device(name)
 
 
 def check_output(path: str | None, flag: str, overwrite: bool, suffixes: tuple[str, ...] = (".mp4",), folder_ok: bool = False) -> None:
@@ -135,6 +127,7 @@ def open_avatar(args: argparse.Namespace) -> Avatar:
     """The avatar of --checkpoint (default: the bundled model) on the chosen device, with --threads applied."""
     import torch
 
+    from portrait4d.devices import choose_device
     from portrait4d.errors import UserInputError
     from portrait4d.inference import Avatar, bundled_paths
 

@@ -24,12 +24,12 @@ def preset_name(args: argparse.Namespace) -> str:
     """--preset, else the ``preset`` key of --config, else tiny."""
     if args.preset:
         return args.preset
-    if args.config is not None and args.config.is_file():
-        import yaml
+    if args.config is not None:
+        from portrait4d.train.config import read_config_file
 
-        document = yaml.safe_load(args.config.read_text())
-        if isinstance(document, dict) and isinstance(document.get("preset"), str):
-            return document["preset"]
+        preset = read_config_file(args.config).get("preset")
+        if isinstance(preset, str):
+            return preset
     return "tiny"
 
 

@@ -41,11 +41,13 @@ import torch.distributed as dist
 from torch import nn
 
 from portrait4d.checkpoints import config_to_json
+from portrait4d.devices import choose_device
 from portrait4d.errors import UserInputError
 from portrait4d.train.checkpoint_state import (
     TrainingState,
     latest_training_state,
     load_training_state,
+    remove_stale_temporaries,
     save_training_state,
 )
 from portrait4d.train.config import config_to_yaml
@@ -59,7 +61,6 @@ from portrait4d.train.distributed import (
     gather_objects,
     init_distributed,
     mean_over_ranks,
-    pick_device,
     shutdown,
 )
 from portrait4d.train.ema import EMAConfig, ema_beta, update_ema
@@ -240,7 +241,7 @@ class Trainer:
         ``"auto"`` continues if there is one, else starts fresh; a path names a file.
         """
         owns_group = not (dist.is_available() and dist.is_initialized())
-        device = pick_device(self.config.device, context_from_env())
+        device = choose_device(self.config.device, "trainer.device", context_from_env().local_rank)
         context = init_distributed(device)
         try:
             return _Run(self, context, device).train(self._resume_path(resume))
@@ -305,6 +306,9 @@ class _Run:
             progress=self.config.progress,
         )
         try:
+            if self.distributed.is_main:
+                for stale in remove_stale_temporaries(self.trainer.checkpoint_dir):
+                    self.log.info(f"removed {stale.name}, left by an interrupted checkpoint write")
             self._write_config()
             seed_everything(seed)  # the same on every rank: identical initial models
             self.setup = self.task.build(self.context)

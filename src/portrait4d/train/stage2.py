@@ -67,6 +67,7 @@ from portrait4d.train.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     l1_loss,
+    refuse_negative,
     load_loss_networks,
     r1_penalty,
 )
@@ -134,6 +135,9 @@ class Stage2Losses:
     raw_pairs: bool = True
     """Also compare the raw render and the head-only raw render (official pairs 2 and 3)."""
     raw_pairs_lpips: bool = True
+
+    def __post_init__(self) -> None:
+        refuse_negative({"mask": self.mask})
 
 
 @dataclass(frozen=True)
