@@ -44,6 +44,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not args.overwrite and not is_empty_or_missing(args.out):
         raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    from portrait4d.evaluation.runner import resolve_inputs
+
+    resolve_inputs(args.clips, PROTOCOL_CHOICES[args.protocols])  # before any model is loaded
 
 
 def build_suite(args: argparse.Namespace, device):

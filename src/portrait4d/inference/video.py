@@ -9,6 +9,7 @@ driving video.
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import ExitStack
 from fractions import Fraction
@@ -28,9 +29,12 @@ QUALITY_CRF = "18"
 
 def frame_rate_fraction(fps: float | Fraction) -> Fraction:
     """``fps`` as the fraction a container stores (denominator at most 1001, so 30000/1001 stays exact)."""
-    if not fps > 0:
-        raise ValueError(f"a video needs a positive frame rate, got {fps}")
-    return Fraction(fps).limit_denominator(1001)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"a video needs a positive finite frame rate, got {fps}")
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate == 0:
+        raise ValueError(f"a frame rate of {fps} is too low to store (at least 1/1001 frame per second)")
+    return rate
 
 
 class VideoWriter:

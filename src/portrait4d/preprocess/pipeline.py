@@ -11,6 +11,7 @@ skipped and reported, never fatal.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ class PreprocessConfig:
             raise UserInputError("--face is a rank by size and must be 0 or more")
         if self.crop_size < 64:
             raise UserInputError("the crop size must be at least 64 pixels")
+        if not (math.isfinite(self.max_upscale) and self.max_upscale > 0):
+            raise UserInputError(f"--max-upscale must be a positive finite number, got {self.max_upscale}")
+        if not 0 < self.max_yaw <= 180:  # NaN fails too
+            raise UserInputError(f"--max-yaw must be between 0 and 180 degrees, got {self.max_yaw}")
 
 
 class NoUsableFace(Exception):

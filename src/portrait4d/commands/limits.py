@@ -1,0 +1,33 @@
+"""Bounds that several subcommands' options share, so each is one rule with one message.
+
+No torch import here: the checks run before any heavy work, and ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+from portrait4d.errors import UserInputError
+
+MAX_FRAMES = 100_000
+"""Most frames one command renders (render --frames, demo --orbit-frames, synth --frames)."""
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+"""Frame rates a clip or video may have: a container stores 1/fps as its tick."""
+
+
+def check_frames(count: int, option: str) -> None:
+    """``count`` frames must lie in 1..MAX_FRAMES."""
+    if not 1 <= count <= MAX_FRAMES:
+        raise UserInputError(f"{option} must be between 1 and {MAX_FRAMES} frames, got {count}")
+
+
+def check_fps(fps: float, option: str = "--fps") -> None:
+    """A frame rate must be a finite number in MIN_FPS..MAX_FPS."""
+    if not MIN_FPS <= fps <= MAX_FPS:  # NaN fails every comparison
+        raise UserInputError(f"{option} must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {fps}")
+
+
+def check_positive(value: float, option: str) -> None:
+    """A finite number above zero."""
+    if not (math.isfinite(value) and value > 0):
+        raise UserInputError(f"{option} must be a positive finite number, got {value}")
