@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     bundled = bundled_paths() if None in (args.checkpoint, args.source, args.driving) else None
     args.checkpoint = args.checkpoint or bundled.checkpoint
     avatar = open_avatar(args)
-    preprocessors = PreprocessorCache()
+    preprocessors = PreprocessorCache(detector=args.detector)
     source_aligned = args.aligned or args.source is None
     source = load_source(args.source or bundled.source, avatar.image_size, source_aligned, preprocessors)
     driving = load_driving(args.driving or bundled.driving, avatar.image_size, args.aligned, preprocessors)

@@ -65,6 +65,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="inputs are already aligned square crops (e.g. frames of `portrait4d preprocess`): skip face detection and alignment",
     )
+    parser.add_argument(
+        "--detector",
+        choices=("hog", "mmod"),
+        default="hog",
+        help="face detector for raw inputs: dlib HOG (fast, default) or CNN (slower, finds turned or dim faces)",
+    )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
     avatar = open_avatar(args)
     size = args.size or avatar.image_size
-    preprocessors = PreprocessorCache()
+    preprocessors = PreprocessorCache(detector=args.detector)
     source = load_source(args.source, avatar.image_size, args.aligned, preprocessors)
     with tqdm(desc="reading driving video", unit="frame", leave=False, delay=1.0) as bar:
         driving = load_driving(args.driving, avatar.image_size, args.aligned, preprocessors, progress=bar.update)

@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from portrait4d.inference.inputs import load_source
+    from portrait4d.inference.inputs import PreprocessorCache, load_source
     from portrait4d.inference.views import view_cameras
 
     avatar = open_avatar(args)
-    source = load_source(args.source, avatar.image_size, args.aligned)
+    source = load_source(args.source, avatar.image_size, args.aligned, PreprocessorCache(detector=args.detector))
     avatar.set_source(source.model_images()[0], source.landmarks[0])
     cameras = view_cameras(view, args.frames)
     start = time.perf_counter()

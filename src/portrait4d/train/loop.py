@@ -177,6 +177,9 @@ class StepInfo:
 class TrainingTask(Protocol):
     """What a stage implements to be trained by :class:`Trainer`."""
 
+    def check_inputs(self) -> None:
+        """Refuse unusable inputs (a :class:`UserInputError`) before the trainer creates the run folder."""
+
     def build(self, context: RunContext) -> TrainingSetup:
         """Create models (the trainer moves them to the device) and say how to train them."""
 
@@ -201,6 +204,9 @@ class TrainingTask(Protocol):
 class StatelessTask:
     """Base of tasks whose whole resumable state is their models, optimisers and data
     position (all saved by the trainer): nothing of their own to save or restore."""
+
+    def check_inputs(self) -> None:
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -240,6 +246,7 @@ class Trainer:
         checkpoints); ``"latest"`` continues from the newest one (which must exist);
         ``"auto"`` continues if there is one, else starts fresh; a path names a file.
         """
+        self.task.check_inputs()  # a bad input leaves no run folder behind
         owns_group = not (dist.is_available() and dist.is_initialized())
         device = choose_device(self.config.device, "trainer.device", context_from_env().local_rank)
         context = init_distributed(device)

@@ -408,6 +408,10 @@ class Stage2Task(StatelessTask):
             ema={"G_ema": "G"},
         )
 
+    def check_inputs(self) -> None:
+        """Every clip exists, is a clip folder of Ψ's image size and has frames (reads only their metadata)."""
+        self.dataset(seed=0)
+
     def dataset(self, seed: int) -> CrossViewSamples:
         clips = find_clips(self._required_clips())
         pairs = ClipPairs(clips, seed, self.preset.synthesizer.image_size)
