@@ -11,6 +11,7 @@ write (a full disk, a read-only folder) names the destination, not the hidden te
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -70,6 +71,30 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(temporary_path, path)
         finally:
             temporary_path.unlink(missing_ok=True)
+
+
+def probe_writable(path: str | os.PathLike, inside: bool = False) -> None:
+    """Fail now, not after the work, if ``path`` could not be written: an :class:`OSError`
+    naming the folder that refuses (read-only, no permission, full, or a file in the way).
+
+    The probe creates and removes a hidden file in the folder that would receive the output:
+    ``path`` itself when ``inside`` (a run folder written into) and it exists, else the nearest
+    existing folder above it (where the output, or its first missing parent, is created).
+    Asking the file system beats checking permission bits, which say nothing to root or
+    about a read-only mount.
+    """
+    path = Path(path).absolute()
+    folder = path if inside and path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(folder))
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".portrait4d-probe-", dir=folder)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), os.fspath(folder)) from error
+    os.close(handle)
+    os.unlink(probe)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -39,16 +39,14 @@ def _evenly(frames: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from portrait4d.commands.limits import check_frames
+    from portrait4d.commands.checks import check_frames, check_new_folder
     from portrait4d.commands.reenact import check_inputs
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
 
     check_frames(args.orbit_frames, "--orbit-frames")
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
     check_inputs((args.source, "--source"), (args.driving, "--driving"))
 
     import time

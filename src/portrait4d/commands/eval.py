@@ -36,14 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
+    from portrait4d.commands.checks import check_new_folder
 
     if args.max_frames is not None and args.max_frames < 2:
         raise UserInputError(f"--max-frames must be at least 2 (a source and a driving frame), got {args.max_frames}")
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
     from portrait4d.evaluation.runner import resolve_inputs
 
     resolve_inputs(args.clips, PROTOCOL_CHOICES[args.protocols])  # before any model is loaded
@@ -83,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
             avatar, args.clips, suite, PROTOCOL_CHOICES[args.protocols], args.max_frames, args.batch_size,
             checkpoint=str(args.checkpoint), progress=lambda message: print(f"eval: {message}", flush=True),
         )  # fmt: skip
-    try:
-        path = write_report(args.out, report, cases, overwrite=args.overwrite)
-    except OSError as error:
-        from portrait4d.errors import UserInputError
-
-        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
+    path = write_report(args.out, report, cases, overwrite=args.overwrite)
     print(f"wrote {path / REPORT_MARKDOWN} and {path / CONTACT_SHEET} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     from portrait4d.data.clip_format import write_clip
     from portrait4d.errors import UserInputError
+    from portrait4d.fileio import probe_writable
     from portrait4d.preprocess.export import PREVIEW_FILE, motion_embeddings, png_bytes, preview, to_clip
     from portrait4d.preprocess.media import is_video, probe_video
     from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; name a folder for the clip folders")
+    probe_writable(out, inside=True)
     jobs = []
     for path, name in zip(files, output_names(files)):
         target = out / name

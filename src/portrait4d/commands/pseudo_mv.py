@@ -50,14 +50,13 @@ def grid_video(frames, fps: float) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
+    from portrait4d.commands.checks import check_new_folder
 
     if not 1 <= args.views <= MAX_VIEWS:
         raise UserInputError(f"--views must be between 1 and {MAX_VIEWS}, got {args.views}")
     if args.batch < 1:
         raise UserInputError(f"--batch must be at least 1, got {args.batch}")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
 
     import torch
     from tqdm import tqdm
@@ -89,8 +88,6 @@ def run(args: argparse.Namespace) -> int:
         path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={GRID_VIDEO: video})
     except FileExistsError as error:
         raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)") from error
-    except OSError as error:
-        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
     print(f"wrote {path}: {clip.n_frames} frames x {args.views} pseudo views, grid video {path / GRID_VIDEO}")
     if retention is not None:
         print(f"pseudo views keep {retention:.2f} of the clip's motion (frame 0 -> each of the first "

@@ -84,7 +84,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def check_output(path: str | None, flag: str, overwrite: bool, suffixes: tuple[str, ...] = (".mp4",), folder_ok: bool = False) -> None:
     """Refuse a bad output path before any work starts (one clear line)."""
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
+    from portrait4d.fileio import is_empty_or_missing, probe_writable
 
     if path is None:
         return
@@ -103,6 +103,7 @@ def check_output(path: str | None, flag: str, overwrite: bool, suffixes: tuple[s
         parent = parent.parent
     if not parent.is_dir():
         raise UserInputError(f"{flag} {path}: {parent} is not a folder")
+    probe_writable(target)
 
 
 def check_output_arguments(args: argparse.Namespace) -> None:

@@ -48,7 +48,7 @@ def render_views(
 
 
 def run(args: argparse.Namespace) -> int:
-    from portrait4d.commands.limits import check_fps, check_frames
+    from portrait4d.commands.checks import check_fps, check_frames
     from portrait4d.commands.reenact import OutputStreams, check_inputs, check_output_arguments, open_avatar
     from portrait4d.errors import UserInputError
     from portrait4d.inference.views import parse_view

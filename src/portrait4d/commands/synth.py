@@ -32,9 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from portrait4d.commands.limits import check_fps, check_frames
+    from portrait4d.commands.checks import check_fps, check_frames, check_new_folder
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
 
     if not args.out:
         raise UserInputError("--out DIR is required: the clip folder to create")
@@ -50,8 +49,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.threads < 1:
         raise UserInputError(f"--threads must be at least 1, got {args.threads}")
     check_fps(args.fps)
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
         path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={CONTACT_SHEET: sheet.getvalue()})
     except FileExistsError as error:
         raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)") from error
-    except OSError as error:
-        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
     print(
         f"wrote {path}: {args.frames} frames + {args.views} views each at {args.size}x{args.size}, "
         f"contact sheet {path / CONTACT_SHEET} ({time.perf_counter() - start:.1f} s)"

@@ -35,6 +35,7 @@ def preset_name(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from portrait4d.errors import UserInputError
+    from portrait4d.fileio import probe_writable
     from portrait4d.presets import save_pretrained
     from portrait4d.train import Trainer
     from portrait4d.train.config import load_config
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"unknown preset {name!r}; choose one of {', '.join(STAGE1_PRESETS)}")
     config = load_config(STAGE1_PRESETS[name](), args.config, [*args.overrides, f"preset={name}"])
     run_dir = Path(args.out)
+    for folder in (run_dir, config.data.bank_dir):
+        if folder is not None:
+            probe_writable(folder, inside=True)
     task = Stage1Task(config)
     result = Trainer(task, config.trainer, run_dir, resolved_config=config).run(resume=args.resume)
     if task.context.distributed.is_main:

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         train_motion_encoder,
     )
     from portrait4d.devices import choose_device
+    from portrait4d.fileio import probe_writable
     from portrait4d.train.logs import RunLogger
 
     out = Path(args.out)
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{out} already holds trained encoders (pass --overwrite to replace them)")
     for name in (MOTION_DIR, IDENTITY_DIR):
         check_destination(out / name)
+    probe_writable(out, inside=True)
     torch.set_num_threads(args.threads)
     device = choose_device(args.device)
     train_config, heldout_config = _data_configs(args)

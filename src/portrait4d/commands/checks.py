@@ -1,13 +1,17 @@
-"""Bounds that several subcommands' options share, so each is one rule with one message.
+"""Checks that several subcommands' options share, so each is one rule with one message.
 
-No torch import here: the checks run before any heavy work, and ``--help`` stays fast.
+They run before any heavy work (no torch import here): a bad number or an output that
+cannot be written is refused in one line before a model loads or a frame is rendered.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 from portrait4d.errors import UserInputError
+from portrait4d.fileio import is_empty_or_missing, probe_writable
 
 MAX_FRAMES = 100_000
 """Most frames one command renders (render --frames, demo --orbit-frames, synth --frames)."""
@@ -31,3 +35,12 @@ def check_positive(value: float, option: str) -> None:
     """A finite number above zero."""
     if not (math.isfinite(value) and value > 0):
         raise UserInputError(f"{option} must be a positive finite number, got {value}")
+
+
+def check_new_folder(path: str | os.PathLike, overwrite: bool, option: str = "--out") -> None:
+    """An output folder to create: not a file, empty or missing unless ``overwrite``, and writable."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UserInputError(f"{option} {path} is a file, not a folder")
+    if not overwrite and not is_empty_or_missing(path):
+        raise UserInputError(f"{path} exists and is not empty (pass --overwrite to replace it)")
+    probe_writable(path)
