@@ -84,6 +84,8 @@ def probe_writable(path: str | os.PathLike, inside: bool = False) -> None:
     about a read-only mount.
     """
     path = Path(path).absolute()
+    if inside and path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path))
     folder = path if inside and path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
