@@ -7,7 +7,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import errno
-import functools
 import io
 import os
 import shutil
@@ -15,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import tqdm
+from cli_errors import quiet_progress, run_cli  # noqa: F401 (a fixture)
 from train_engine_toy import ToyConfig, train
 
 from portrait4d import cli
@@ -24,21 +23,7 @@ from portrait4d.inference import bundled_paths
 from portrait4d.train.checkpoint_state import list_training_states
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    """Exit status and the one stderr line of ``portrait4d ARGV`` (fails on more lines or a traceback)."""
-    status = cli.main([str(arg) for arg in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"portrait4d {argv[0]}: error: "), err
-    return status, lines[0]
-
-
-@pytest.fixture(autouse=True)
-def quiet_progress(monkeypatch):
-    """Progress bars (stderr) are not errors: off, so stderr holds only what is tested."""
-    monkeypatch.setattr(tqdm.tqdm, "__init__", functools.partialmethod(tqdm.tqdm.__init__, disable=True))
+pytestmark = pytest.mark.usefixtures("quiet_progress")
 
 
 @pytest.fixture
