@@ -23,9 +23,7 @@ def choose_device(name: str, option: str = "--device", local_rank: int = 0) -> t
     then the CPU; a bare ``cuda`` also means GPU ``local_rank``.
     """
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):

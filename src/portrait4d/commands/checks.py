@@ -6,7 +6,6 @@ cannot be written is refused in one line before a model loads or a frame is rend
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -29,12 +28,6 @@ def check_fps(fps: float, option: str = "--fps") -> None:
     """A frame rate must be a finite number in MIN_FPS..MAX_FPS."""
     if not MIN_FPS <= fps <= MAX_FPS:  # NaN fails every comparison
         raise UserInputError(f"{option} must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {fps}")
-
-
-def check_positive(value: float, option: str) -> None:
-    """A finite number above zero."""
-    if not (math.isfinite(value) and value > 0):
-        raise UserInputError(f"{option} must be a positive finite number, got {value}")
 
 
 def check_new_folder(path: str | os.PathLike, overwrite: bool, option: str = "--out") -> None:

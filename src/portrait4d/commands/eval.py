@@ -35,16 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from portrait4d.errors import UserInputError
     from portrait4d.commands.checks import check_new_folder
+    from portrait4d.errors import UserInputError
+    from portrait4d.evaluation.runner import resolve_inputs
 
     if args.max_frames is not None and args.max_frames < 2:
         raise UserInputError(f"--max-frames must be at least 2 (a source and a driving frame), got {args.max_frames}")
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_new_folder(args.out, args.overwrite)
-    from portrait4d.evaluation.runner import resolve_inputs
-
     resolve_inputs(args.clips, PROTOCOL_CHOICES[args.protocols])  # before any model is loaded
 
 

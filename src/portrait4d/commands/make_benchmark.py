@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from portrait4d.commands.checks import check_new_folder
     from portrait4d.errors import UserInputError
     from portrait4d.evaluation.benchmark import BenchmarkConfig, make_benchmark
+
     check_new_folder(args.out, args.overwrite)
     if args.size is not None and not 32 <= args.size <= 1024:
         raise UserInputError(f"--size must be between 32 and 1024 pixels, got {args.size}")

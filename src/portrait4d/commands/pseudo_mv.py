@@ -49,8 +49,8 @@ def grid_video(frames, fps: float) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from portrait4d.errors import UserInputError
     from portrait4d.commands.checks import check_new_folder
+    from portrait4d.errors import UserInputError
 
     if not 1 <= args.views <= MAX_VIEWS:
         raise UserInputError(f"--views must be between 1 and {MAX_VIEWS}, got {args.views}")
@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--batch must be at least 1, got {args.batch}")
     check_new_folder(args.out, args.overwrite)
 
-    import torch
     from tqdm import tqdm
 
     from portrait4d.data.clip_format import read_clip, write_clip

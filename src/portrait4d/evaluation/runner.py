@@ -29,11 +29,14 @@ def resolve_inputs(
     benchmarks = [Path(path) for path in paths if is_benchmark(path)]
     if benchmarks and len(paths) > 1:
         raise UserInputError("pass one benchmark folder on its own, or clip folders only")
-    benchmark = load_benchmark(benchmarks[0]) if benchmarks else None
-    clips: list[Path] = [] if benchmark is None else benchmark.clips
-    for path in map(Path, paths if benchmark is None else ()):
-        inside = sorted(child for child in path.iterdir() if (child / META_FILE).is_file()) if path.is_dir() else []
-        clips += inside if inside and not (path / META_FILE).is_file() else [path]
+    if benchmarks:
+        benchmark = load_benchmark(benchmarks[0])
+        clips = list(benchmark.clips)
+    else:
+        benchmark, clips = None, []
+        for path in map(Path, paths):
+            inside = sorted(child for child in path.iterdir() if (child / META_FILE).is_file()) if path.is_dir() else []
+            clips += inside if inside and not (path / META_FILE).is_file() else [path]
     if protocols == (CROSS,) and len(clips) < 2:
         raise UserInputError(f"the cross-identity protocol drives each clip by another: it needs at least two clips, got {len(clips)}")
     return clips, benchmark

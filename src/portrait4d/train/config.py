@@ -99,9 +99,6 @@ def config_from_arguments(base: T, args: argparse.Namespace) -> T:
     return load_config(base, args.config, args.overrides)
 
 
-# --------------------------------------------------------------------------- internals
-
-
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping a YAML config file holds; a missing, unreadable or malformed file is one line."""
     try:
@@ -118,6 +115,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserInputError(f"config file {path} must hold a mapping of fields, not a {type(data).__name__}")
     return data
+
+
+# --------------------------------------------------------------------------- internals
 
 
 def _merge(

@@ -84,7 +84,8 @@ class TrainerConfig:
     """Global batch: split evenly over the ranks."""
     seed: int = 0
     device: str = "auto"
-    """``auto`` (each rank's GPU if CUDA is present, else CPU), ``cpu``, ``cuda``, ``cuda:1`` …"""
+    """``auto`` (each rank's GPU if CUDA is present, then MPS, then the CPU), ``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``: :func:`portrait4d.devices.choose_device`, the rule of every command."""
     bf16: bool = True
     """bf16 autocast for forward passes on CUDA (no effect on CPU)."""
     ema: EMAConfig = EMAConfig()
