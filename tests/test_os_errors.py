@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_errors import quiet_progress, run_cli  # noqa: F401 (a fixture)
 from train_engine_toy import ToyConfig, train
@@ -20,6 +21,7 @@ from train_engine_toy import ToyConfig, train
 from portrait4d import cli
 from portrait4d.fileio import atomic_directory, atomic_file, probe_writable, write_bytes_atomic
 from portrait4d.inference import bundled_paths
+from portrait4d.inference.video import frame_writer
 from portrait4d.train.checkpoint_state import list_training_states
 
 
@@ -195,3 +197,13 @@ def test_temporaries_of_a_killed_checkpoint_write_are_removed_on_start_and_resum
     train(ToyConfig() if resume else short, run_dir, resume=resume)
     assert not stale.exists()
     assert list_training_states(run_dir / "checkpoints")
+
+
+def test_png_folder_outputs_replace_an_existing_folder_only_with_overwrite(tmp_path):
+    (tmp_path / "depth").mkdir()
+    (tmp_path / "depth" / "old.png").write_bytes(b"old")
+    with pytest.raises(FileExistsError), frame_writer(tmp_path / "depth", 25.0) as writer:
+        writer.write(np.zeros((4, 4), np.uint16))
+    with frame_writer(tmp_path / "depth", 25.0, overwrite=True) as writer:  # reenact --depth DIR --overwrite, twice
+        writer.write(np.zeros((4, 4), np.uint16))
+    assert sorted(p.name for p in (tmp_path / "depth").iterdir()) == ["000000.png"]

@@ -163,18 +163,19 @@ class OutputStreams:
         layout: str = "result",
         depth: str | Path | None = None,
         alpha: str | Path | None = None,
+        overwrite: bool = False,
     ) -> None:
         from portrait4d.inference.video import VideoWriter, frame_writer
 
         self.size, self.box_warp, self.layout = size, box_warp, layout
         self._stack = ExitStack()
         self.video = VideoWriter(out, fps)
-        self.depth = None if depth is None else frame_writer(depth, fps)
-        self.alpha = None if alpha is None else frame_writer(alpha, fps)
+        self.depth = None if depth is None else frame_writer(depth, fps, overwrite)
+        self.alpha = None if alpha is None else frame_writer(alpha, fps, overwrite)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, fps: float, size: int, box_warp: float) -> OutputStreams:
-        return cls(args.out, fps, size, box_warp, getattr(args, "layout", "result"), args.depth, args.alpha)
+        return cls(args.out, fps, size, box_warp, getattr(args, "layout", "result"), args.depth, args.alpha, args.overwrite)
 
     def __enter__(self) -> OutputStreams:
         try:

@@ -101,16 +101,18 @@ class VideoWriter:
 
 class PngFolderWriter:
     """The same interface as :class:`VideoWriter` for a folder of numbered PNGs (``000000.png``…):
-    8-bit RGB ``[H, W, 3]`` or 16-bit grey ``[H, W]`` frames; the folder appears when complete."""
+    8-bit RGB ``[H, W, 3]`` or 16-bit grey ``[H, W]`` frames; the folder appears when complete,
+    replacing a non-empty one only if ``overwrite`` (as :func:`~portrait4d.fileio.atomic_directory`)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         self.frames_written = 0
         self._stack = ExitStack()
         self._folder: Path | None = None
 
     def __enter__(self) -> PngFolderWriter:
-        self._folder = self._stack.enter_context(atomic_directory(self.path))
+        self._folder = self._stack.enter_context(atomic_directory(self.path, self.overwrite))
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -125,6 +127,6 @@ class PngFolderWriter:
         return bool(self._stack.__exit__(kind, error, traceback))
 
 
-def frame_writer(path: str | os.PathLike, fps: float | Fraction) -> VideoWriter | PngFolderWriter:
-    """A :class:`VideoWriter` for ``*.mp4`` paths, a :class:`PngFolderWriter` otherwise."""
-    return VideoWriter(path, fps) if Path(path).suffix.lower() == ".mp4" else PngFolderWriter(path)
+def frame_writer(path: str | os.PathLike, fps: float | Fraction, overwrite: bool = False) -> VideoWriter | PngFolderWriter:
+    """A :class:`VideoWriter` for ``*.mp4`` paths (it always replaces), a :class:`PngFolderWriter` otherwise."""
+    return VideoWriter(path, fps) if Path(path).suffix.lower() == ".mp4" else PngFolderWriter(path, overwrite)
