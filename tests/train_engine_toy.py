@@ -87,6 +87,9 @@ class ToyTask:
         self.probe = torch.linspace(-1.0, 1.0, 12, dtype=torch.float64).view(3, 4)
         self.phase_calls = 0
 
+    def check_inputs(self) -> None:
+        return None
+
     def build(self, context: RunContext) -> TrainingSetup:
         self.rank = context.distributed.rank
         self.G = Generator().double()

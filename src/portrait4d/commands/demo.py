@@ -39,14 +39,14 @@ def _evenly(frames: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    from portrait4d.commands.checks import check_frames, check_new_folder
     from portrait4d.commands.reenact import check_inputs
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
 
-    if args.orbit_frames < 1 or args.batch_size < 1:
-        raise UserInputError("--orbit-frames and --batch-size must be at least 1")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_frames(args.orbit_frames, "--orbit-frames")
+    if args.batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_new_folder(args.out, args.overwrite)
     check_inputs((args.source, "--source"), (args.driving, "--driving"))
 
     import time
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     bundled = bundled_paths() if None in (args.source, args.driving) else None
     args.model = args.model or "bundled"
     avatar = open_avatar(args)
-    preprocessors = PreprocessorCache()
+    preprocessors = PreprocessorCache(detector=args.detector)
     source_aligned = args.aligned or args.source is None
     source = load_source(args.source or bundled.source, avatar.image_size, source_aligned, preprocessors)
     driving = load_driving(args.driving or bundled.driving, avatar.image_size, args.aligned, preprocessors)

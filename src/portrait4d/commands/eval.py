@@ -10,7 +10,7 @@ PROTOCOL_CHOICES = {"both": ("self_reenactment", "cross_identity"), "self": ("se
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from portrait4d.commands.reenact import DEVICES, add_model_option
+    from portrait4d.commands.reenact import add_device_argument, add_model_option
 
     add_model_option(parser)
     parser.add_argument(
@@ -35,20 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="FID Inception-v3 state dict (pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a .safetensors copy): standard FID instead of fd_vgg16",
     )  # fmt: skip
     parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark detector (no AKD or APD)")
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
+    add_device_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
 
 
 def _check(args: argparse.Namespace) -> None:
+    from portrait4d.commands.checks import check_new_folder
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
+    from portrait4d.evaluation.runner import resolve_inputs
 
     if args.max_frames is not None and args.max_frames < 2:
         raise UserInputError(f"--max-frames must be at least 2 (a source and a driving frame), got {args.max_frames}")
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
+    resolve_inputs(args.clips, PROTOCOL_CHOICES[args.protocols])  # before any model is loaded
 
 
 def build_suite(args: argparse.Namespace, device):
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from portrait4d.commands.reenact import choose_device, report_notes
+    from portrait4d.commands.reenact import report_notes
+    from portrait4d.devices import choose_device
     from portrait4d.evaluation import evaluate, write_report
     from portrait4d.evaluation.report import CONTACT_SHEET, REPORT_MARKDOWN
     from portrait4d.inference import Avatar
@@ -91,11 +93,6 @@ def run(args: argparse.Namespace) -> int:
             avatar, args.clips, suite, PROTOCOL_CHOICES[args.protocols], args.max_frames, args.batch_size,
             checkpoint=choice.label, progress=lambda message: print(f"eval: {message}", flush=True),
         )  # fmt: skip
-    try:
-        path = write_report(args.out, report, cases, overwrite=args.overwrite)
-    except OSError as error:
-        from portrait4d.errors import UserInputError
-
-        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
+    path = write_report(args.out, report, cases, overwrite=args.overwrite)
     print(f"wrote {path / REPORT_MARKDOWN} and {path / CONTACT_SHEET} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -29,12 +29,11 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import time
 
+    from portrait4d.commands.checks import check_new_folder
     from portrait4d.errors import UserInputError
     from portrait4d.evaluation.benchmark import BenchmarkConfig, make_benchmark
-    from portrait4d.fileio import is_empty_or_missing
 
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
     if args.size is not None and not 32 <= args.size <= 1024:
         raise UserInputError(f"--size must be between 32 and 1024 pixels, got {args.size}")
     if args.identity_seeds is not None and not all(0 <= seed < 2**63 for seed in args.identity_seeds):

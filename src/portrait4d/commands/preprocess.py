@@ -85,6 +85,12 @@ def output_names(files: list[Path]) -> list[str]:
     return names
 
 
+def replaces_an_input(target: Path, inputs: list[Path]) -> bool:
+    """True if writing the clip folder ``target`` would replace an input file or a folder holding one."""
+    target = target.resolve()
+    return any(target == path or target in path.parents for path in (p.resolve() for p in inputs))
+
+
 def skipped_lines(skipped) -> list[str]:
     """One line per run of consecutive skipped frames that share a reason."""
     from portrait4d.preprocess.pipeline import skipped_runs
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     from portrait4d.data.clip_format import write_clip
     from portrait4d.errors import UserInputError
+    from portrait4d.fileio import probe_writable
     from portrait4d.preprocess.export import PREVIEW_FILE, motion_embeddings, png_bytes, preview, to_clip
     from portrait4d.preprocess.media import is_video, probe_video
     from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
@@ -122,10 +129,17 @@ def run(args: argparse.Namespace) -> int:
     )
     files, problems = expand_inputs(args.inputs)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; name a folder for the clip folders")
+    probe_writable(out, inside=True)
     jobs = []
     for path, name in zip(files, output_names(files)):
         target = out / name
-        if target.exists() and any(target.iterdir()) and not args.overwrite:
+        if replaces_an_input(target, [*files, *map(Path, args.inputs)]):
+            raise UserInputError(f"{path}: its clip folder {target} would replace an input; choose another --out")
+        if target.exists() and not target.is_dir():
+            problems.append(f"{path}: {target} is a file (remove it or choose another --out)")
+        elif target.exists() and any(target.iterdir()) and not args.overwrite:
             problems.append(f"{path}: {target} already exists (use --overwrite to replace it)")
         else:
             jobs.append((path, target))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from portrait4d.commands.reenact import add_device_argument
+
 HELP = "render every frame of a clip from new cameras with Ψ3d: a pseudo multi-view clip plus a grid video"
 
 MAX_VIEWS = 16
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", required=True, help="output clip folder (must not exist or be empty)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pseudo cameras (default 0)")
     parser.add_argument("--batch", type=int, default=4, metavar="N", help="frames reconstructed at once (default 4)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--motion-encoder", metavar="PATH",
                         help="E_mot (learned motion_encoder folder or PD-FGC weights): also report how much of "
@@ -48,29 +50,29 @@ def grid_video(frames, fps: float) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    from portrait4d.commands.checks import check_new_folder
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
 
     if not 1 <= args.views <= MAX_VIEWS:
         raise UserInputError(f"--views must be between 1 and {MAX_VIEWS}, got {args.views}")
     if args.batch < 1:
         raise UserInputError(f"--batch must be at least 1, got {args.batch}")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_new_folder(args.out, args.overwrite)
 
-    import torch
     from tqdm import tqdm
 
     from portrait4d.data.clip_format import read_clip, write_clip
+    from portrait4d.devices import choose_device
     from portrait4d.presets import load_pretrained
     from portrait4d.pseudo_views import as_static, pseudo_multiview_clip, view_grid
 
-    psi3d = as_static(load_pretrained(args.checkpoint)).to(torch.device(args.device)).eval()
+    device = choose_device(args.device)
+    psi3d = as_static(load_pretrained(args.checkpoint)).to(device).eval()
     motion = None
     if args.motion_encoder is not None:  # loaded first: a bad path fails before any rendering
         from portrait4d.models.motion import load_motion_embedder
 
-        motion = load_motion_embedder(args.motion_encoder).to(torch.device(args.device)).eval()
+        motion = load_motion_embedder(args.motion_encoder).to(device).eval()
     clip = read_clip(args.clip)
     size = psi3d.config.image_size
     if clip.size != (size, size):
@@ -84,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={GRID_VIDEO: video})
     except FileExistsError as error:
         raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)") from error
-    except OSError as error:
-        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
     print(f"wrote {path}: {clip.n_frames} frames x {args.views} pseudo views, grid video {path / GRID_VIDEO}")
     pairs = f"frame 0 -> each of the first {min(clip.n_frames - 1, RETENTION_PAIRS)} frames; 1 = all, 0 = none"
     if "motion_retention" in retention:

@@ -1,7 +1,7 @@
 """``portrait4d reenact``: drive a one-shot avatar of a source portrait with a video.
 
 Also home of what the other inference commands (render, export-mesh, demo) share: the
-model options, device choice, output checks and the frame-streaming outputs.
+model options, the --device option, output checks and the frame-streaming outputs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 HELP = "reenact a source portrait with a driving video (or clip folder) and write an MP4"
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_SIZE, MAX_SIZE = 16, 2048
 DEFAULT_BATCH = 8
 DEFAULT_FPS = 25.0
@@ -50,7 +49,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, threads: int | None = N
         metavar="PATH",
         help="E_mot overriding the model's: a motion_encoder checkpoint folder or PD-FGC weights (motion_model.pth)",
     )
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default auto: cuda, then mps, then cpu)")
+    add_device_argument(parser)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast on CUDA (default fp32)")
     default_threads = "torch's choice" if threads is None else threads
     parser.add_argument(
@@ -63,11 +62,24 @@ def add_model_arguments(parser: argparse.ArgumentParser, threads: int | None = N
     )
 
 
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--device, checked by :func:`portrait4d.devices.choose_device` (the one rule for every command)."""
+    parser.add_argument(
+        "--device", default=default, help=f"where to run: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default {default})"
+    )
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aligned",
         action="store_true",
         help="inputs are already aligned square crops (e.g. frames of `portrait4d preprocess`): skip face detection and alignment",
+    )
+    parser.add_argument(
+        "--detector",
+        choices=("hog", "mmod"),
+        default="hog",
+        help="face detector for raw inputs: dlib HOG (fast, default) or CNN (slower, finds turned or dim faces)",
     )
 
 
@@ -79,24 +91,10 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
-def choose_device(name: str) -> torch.device:
-    """The torch device for --device; auto picks cuda, then mps, then cpu."""
-    import torch
-
-    from portrait4d.errors import UserInputError
-
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    if name == "auto":
-        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
-    if not available[name]:
-        raise UserInputError(f"--device {name} was asked for but this torch build or machine has no {name} device")
-    return torch.device(name)
-
-
 def check_output(path: str | None, flag: str, overwrite: bool, suffixes: tuple[str, ...] = (".mp4",), folder_ok: bool = False) -> None:
     """Refuse a bad output path before any work starts (one clear line)."""
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
+    from portrait4d.fileio import is_empty_or_missing, probe_writable
 
     if path is None:
         return
@@ -115,6 +113,7 @@ def check_output(path: str | None, flag: str, overwrite: bool, suffixes: tuple[s
         parent = parent.parent
     if not parent.is_dir():
         raise UserInputError(f"{flag} {path}: {parent} is not a folder")
+    probe_writable(target)
 
 
 def check_output_arguments(args: argparse.Namespace) -> None:
@@ -145,6 +144,7 @@ def open_avatar(args: argparse.Namespace) -> Avatar:
     """The avatar of --model on the chosen device, with --threads applied."""
     import torch
 
+    from portrait4d.devices import choose_device
     from portrait4d.errors import UserInputError
     from portrait4d.inference import Avatar
     from portrait4d.inference.named_models import resolve_model
@@ -176,18 +176,19 @@ class OutputStreams:
         layout: str = "result",
         depth: str | Path | None = None,
         alpha: str | Path | None = None,
+        overwrite: bool = False,
     ) -> None:
         from portrait4d.inference.video import VideoWriter, frame_writer
 
         self.size, self.box_warp, self.layout = size, box_warp, layout
         self._stack = ExitStack()
         self.video = VideoWriter(out, fps)
-        self.depth = None if depth is None else frame_writer(depth, fps)
-        self.alpha = None if alpha is None else frame_writer(alpha, fps)
+        self.depth = None if depth is None else frame_writer(depth, fps, overwrite)
+        self.alpha = None if alpha is None else frame_writer(alpha, fps, overwrite)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, fps: float, size: int, box_warp: float) -> OutputStreams:
-        return cls(args.out, fps, size, box_warp, getattr(args, "layout", "result"), args.depth, args.alpha)
+        return cls(args.out, fps, size, box_warp, getattr(args, "layout", "result"), args.depth, args.alpha, args.overwrite)
 
     def __enter__(self) -> OutputStreams:
         try:
@@ -298,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
 
     avatar = open_avatar(args)
     size = args.size or avatar.image_size
-    preprocessors = PreprocessorCache()
+    preprocessors = PreprocessorCache(detector=args.detector)
     source = load_source(args.source, avatar.image_size, args.aligned, preprocessors)
     with tqdm(desc="reading driving video", unit="frame", leave=False, delay=1.0) as bar:
         driving = load_driving(args.driving, avatar.image_size, args.aligned, preprocessors, progress=bar.update)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 HELP = "render a free-view video (orbit, frontal or a fixed yaw/pitch) of the head built from one portrait"
 
 DEFAULT_FRAMES = 60
-MAX_FRAMES = 100_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +48,7 @@ def render_views(
 
 
 def run(args: argparse.Namespace) -> int:
+    from portrait4d.commands.checks import check_fps, check_frames
     from portrait4d.commands.reenact import OutputStreams, check_inputs, check_output_arguments, open_avatar
     from portrait4d.errors import UserInputError
     from portrait4d.inference.views import parse_view
@@ -56,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
     view = parse_view(args.view)
     if view.needs_driving_cameras:
         raise UserInputError("render has no driving video: choose --view orbit, frontal or YAW,PITCH")
-    if not 1 <= args.frames <= MAX_FRAMES:
-        raise UserInputError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
-    if not args.fps > 0:
-        raise UserInputError(f"--fps must be positive, got {args.fps}")
+    check_frames(args.frames, "--frames")
+    check_fps(args.fps)
     check_inputs((args.source, "--source"))
     check_output_arguments(args)
 
@@ -67,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from portrait4d.inference.inputs import load_source
+    from portrait4d.inference.inputs import PreprocessorCache, load_source
     from portrait4d.inference.views import view_cameras
 
     avatar = open_avatar(args)
-    source = load_source(args.source, avatar.image_size, args.aligned)
+    source = load_source(args.source, avatar.image_size, args.aligned, PreprocessorCache(detector=args.detector))
     avatar.set_source(source.model_images()[0], source.landmarks[0])
     cameras = view_cameras(view, args.frames)
     start = time.perf_counter()

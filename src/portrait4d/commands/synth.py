@@ -9,7 +9,6 @@ HELP = "render a synthetic talking-head clip with ground-truth cameras, landmark
 MIN_SIZE = 32
 MAX_SIZE = 1024
 MAX_VIEWS = 16
-MAX_FRAMES = 100_000
 CONTACT_SHEET = "contact_sheet.png"
 
 
@@ -33,13 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from portrait4d.commands.checks import check_fps, check_frames, check_new_folder
     from portrait4d.errors import UserInputError
-    from portrait4d.fileio import is_empty_or_missing
 
     if not args.out:
         raise UserInputError("--out DIR is required: the clip folder to create")
-    if not 1 <= args.frames <= MAX_FRAMES:
-        raise UserInputError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
+    check_frames(args.frames, "--frames")
     if not 0 <= args.views <= MAX_VIEWS:
         raise UserInputError(f"--views must be between 0 and {MAX_VIEWS}, got {args.views}")
     if not MIN_SIZE <= args.size <= MAX_SIZE:
@@ -50,10 +48,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UserInputError(f"--identity-seed must be a non-negative integer, got {args.identity_seed}")
     if args.threads < 1:
         raise UserInputError(f"--threads must be at least 1, got {args.threads}")
-    if not args.fps > 0:
-        raise UserInputError(f"--fps must be positive, got {args.fps}")
-    if not args.overwrite and not is_empty_or_missing(args.out):
-        raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+    check_fps(args.fps)
+    check_new_folder(args.out, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
         path = write_clip(args.out, data, overwrite=args.overwrite, extra_files={CONTACT_SHEET: sheet.getvalue()})
     except FileExistsError as error:
         raise UserInputError(f"{args.out} exists and is not empty (pass --overwrite to replace it)") from error
-    except OSError as error:
-        raise UserInputError(f"cannot write {args.out}: {error.strerror or error}") from error
     print(
         f"wrote {path}: {args.frames} frames + {args.views} views each at {args.size}x{args.size}, "
         f"contact sheet {path / CONTACT_SHEET} ({time.perf_counter() - start:.1f} s)"

@@ -24,17 +24,18 @@ def preset_name(args: argparse.Namespace) -> str:
     """--preset, else the ``preset`` key of --config, else tiny."""
     if args.preset:
         return args.preset
-    if args.config is not None and args.config.is_file():
-        import yaml
+    if args.config is not None:
+        from portrait4d.train.config import read_config_file
 
-        document = yaml.safe_load(args.config.read_text())
-        if isinstance(document, dict) and isinstance(document.get("preset"), str):
-            return document["preset"]
+        preset = read_config_file(args.config).get("preset")
+        if isinstance(preset, str):
+            return preset
     return "tiny"
 
 
 def run(args: argparse.Namespace) -> int:
     from portrait4d.errors import UserInputError
+    from portrait4d.fileio import probe_writable
     from portrait4d.presets import save_pretrained
     from portrait4d.train import Trainer
     from portrait4d.train.config import load_config
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"unknown preset {name!r}; choose one of {', '.join(STAGE1_PRESETS)}")
     config = load_config(STAGE1_PRESETS[name](), args.config, [*args.overrides, f"preset={name}"])
     run_dir = Path(args.out)
+    for folder in (run_dir, config.data.bank_dir):
+        if folder is not None:
+            probe_writable(folder, inside=True)
     task = Stage1Task(config)
     result = Trainer(task, config.trainer, run_dir, resolved_config=config).run(resume=args.resume)
     if task.context.distributed.is_main:

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from portrait4d.errors import UserInputError
+    from portrait4d.fileio import probe_writable
     from portrait4d.train import Trainer
     from portrait4d.train.config import load_config
     from portrait4d.train.stage2 import STAGE2_PRESETS, Stage2Task, save_psi
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.clips:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, clips=tuple(args.clips)))
     run_dir = Path(args.out)
+    probe_writable(run_dir, inside=True)
     task = Stage2Task(config)
     result = Trainer(task, config.trainer, run_dir, resolved_config=config).run(resume=args.resume)
     if task.context.distributed.is_main:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from portrait4d.commands.reenact import add_device_argument
+
 HELP = "train the motion and identity encoders on rendered synthetic heads and report held-out accuracy"
 
 MIN_SIZE = 16
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, metavar="W", help="extra processes that render (default 2)")
     parser.add_argument("--threads", type=int, default=1, metavar="T",
                         help="CPU threads per process (default 1: the renderer is bound by per-operation overhead)")
-    parser.add_argument("--device", default=None, help="torch device for training (default: cuda if available, else cpu)")
+    add_device_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace checkpoints and report in an existing --out")
 
 
@@ -100,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         train_identity_encoder,
         train_motion_encoder,
     )
+    from portrait4d.devices import choose_device
+    from portrait4d.fileio import probe_writable
     from portrait4d.train.logs import RunLogger
 
     out = Path(args.out)
@@ -107,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{out} already holds trained encoders (pass --overwrite to replace them)")
     for name in (MOTION_DIR, IDENTITY_DIR):
         check_destination(out / name)
+    probe_writable(out, inside=True)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(args.device)
     train_config, heldout_config = _data_configs(args)
     cache = Path(args.cache) if args.cache else out / "cache"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class BenchmarkConfig:
             raise ValueError("a benchmark needs at least one identity and two frames (source + driving)")
         if self.seed_base < TRAINING_SEED_LIMIT:
             raise ValueError(f"benchmark seeds must be held out: seed_base must be at least {TRAINING_SEED_LIMIT}")
+        for name in ("yaw_offsets", "pitch_offsets"):
+            if not all(abs(offset) <= math.pi for offset in getattr(self, name)):  # NaN fails too
+                raise ValueError(f"{name} must be angles in radians within ±π, got {list(getattr(self, name))}")
 
     @property
     def seeds(self) -> list[int]:

@@ -14,13 +14,16 @@ from pathlib import Path
 from portrait4d.data.clip_format import META_FILE, read_clip, read_clip_meta
 from portrait4d.errors import UserInputError
 from portrait4d.evaluation.benchmark import Benchmark, benchmark_config_to_json, is_benchmark, load_benchmark
-from portrait4d.evaluation.protocols import PROTOCOLS, Case, EvalClip, Evaluator, MetricSuite, prepare_clip, run_protocols
+from portrait4d.evaluation.protocols import CROSS, PROTOCOLS, Case, EvalClip, Evaluator, MetricSuite, prepare_clip, run_protocols
 from portrait4d.evaluation.report import build_report
 
 
-def resolve_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], Benchmark | None]:
+def resolve_inputs(
+    paths: Sequence[str | os.PathLike], protocols: tuple[str, ...] = PROTOCOLS
+) -> tuple[list[Path], Benchmark | None]:
     """Clip folders to evaluate (a folder of clip folders expands into them, sorted), and the
-    benchmark when the only input is a benchmark folder."""
+    benchmark when the only input is a benchmark folder. Cheap: callers check their inputs
+    with it before loading a model."""
     if not paths:
         raise UserInputError("no clips to evaluate: pass --clips DIR...")
     benchmarks = [Path(path) for path in paths if is_benchmark(path)]
@@ -28,12 +31,15 @@ def resolve_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], Benc
         raise UserInputError("pass one benchmark folder on its own, or clip folders only")
     if benchmarks:
         benchmark = load_benchmark(benchmarks[0])
-        return benchmark.clips, benchmark
-    clips: list[Path] = []
-    for path in map(Path, paths):
-        inside = sorted(child for child in path.iterdir() if (child / META_FILE).is_file()) if path.is_dir() else []
-        clips += inside if inside and not (path / META_FILE).is_file() else [path]
-    return clips, None
+        clips = list(benchmark.clips)
+    else:
+        benchmark, clips = None, []
+        for path in map(Path, paths):
+            inside = sorted(child for child in path.iterdir() if (child / META_FILE).is_file()) if path.is_dir() else []
+            clips += inside if inside and not (path / META_FILE).is_file() else [path]
+    if protocols == (CROSS,) and len(clips) < 2:
+        raise UserInputError(f"the cross-identity protocol drives each clip by another: it needs at least two clips, got {len(clips)}")
+    return clips, benchmark
 
 
 def _provenance(checkpoint: str, avatar, suite: MetricSuite, clips: list[Path], metas: list[dict], benchmark: Benchmark | None, settings: dict) -> dict:
@@ -70,7 +76,7 @@ def evaluate(
 ) -> tuple[dict, list[Case]]:
     """Run ``protocols`` for ``avatar`` (an :class:`~portrait4d.inference.Avatar`) on the clips
     of ``paths``; returns the report document and the scored cases for the contact sheet."""
-    clip_paths, benchmark = resolve_inputs(paths)
+    clip_paths, benchmark = resolve_inputs(paths, protocols)
     size = avatar.image_size
     metas = [read_clip_meta(path) for path in clip_paths]  # checks every input before any work
     short = [str(path) for path, meta in zip(clip_paths, metas) if meta["n_frames"] < 2]

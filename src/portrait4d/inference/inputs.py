@@ -59,17 +59,18 @@ class FaceFrames:
 
 
 class PreprocessorCache:
-    """Builds the face preprocessor (dlib models) the first time a raw input needs it."""
+    """Builds the face preprocessor (dlib models, ``detector`` ``hog`` or ``mmod``) the first time a raw input needs it."""
 
-    def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, cache_dir: str | os.PathLike | None = None, detector: str = "hog") -> None:
         self.cache_dir = cache_dir
+        self.detector = detector
         self._preprocessor = None
 
     def get(self):
-        from portrait4d.preprocess.pipeline import Preprocessor
+        from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
 
         if self._preprocessor is None:
-            self._preprocessor = Preprocessor.from_assets(cache_dir=self.cache_dir)
+            self._preprocessor = Preprocessor.from_assets(PreprocessConfig(detector=self.detector), self.cache_dir)
         return self._preprocessor
 
 

@@ -9,6 +9,7 @@ driving video.
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import ExitStack
 from fractions import Fraction
@@ -28,9 +29,12 @@ QUALITY_CRF = "18"
 
 def frame_rate_fraction(fps: float | Fraction) -> Fraction:
     """``fps`` as the fraction a container stores (denominator at most 1001, so 30000/1001 stays exact)."""
-    if not fps > 0:
-        raise ValueError(f"a video needs a positive frame rate, got {fps}")
-    return Fraction(fps).limit_denominator(1001)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"a video needs a positive finite frame rate, got {fps}")
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate == 0:
+        raise ValueError(f"a frame rate of {fps} is too low to store (at least 1/1001 frame per second)")
+    return rate
 
 
 class VideoWriter:
@@ -97,16 +101,18 @@ class VideoWriter:
 
 class PngFolderWriter:
     """The same interface as :class:`VideoWriter` for a folder of numbered PNGs (``000000.png``…):
-    8-bit RGB ``[H, W, 3]`` or 16-bit grey ``[H, W]`` frames; the folder appears when complete."""
+    8-bit RGB ``[H, W, 3]`` or 16-bit grey ``[H, W]`` frames; the folder appears when complete,
+    replacing a non-empty one only if ``overwrite`` (as :func:`~portrait4d.fileio.atomic_directory`)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         self.frames_written = 0
         self._stack = ExitStack()
         self._folder: Path | None = None
 
     def __enter__(self) -> PngFolderWriter:
-        self._folder = self._stack.enter_context(atomic_directory(self.path))
+        self._folder = self._stack.enter_context(atomic_directory(self.path, self.overwrite))
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -121,6 +127,6 @@ class PngFolderWriter:
         return bool(self._stack.__exit__(kind, error, traceback))
 
 
-def frame_writer(path: str | os.PathLike, fps: float | Fraction) -> VideoWriter | PngFolderWriter:
-    """A :class:`VideoWriter` for ``*.mp4`` paths, a :class:`PngFolderWriter` otherwise."""
-    return VideoWriter(path, fps) if Path(path).suffix.lower() == ".mp4" else PngFolderWriter(path)
+def frame_writer(path: str | os.PathLike, fps: float | Fraction, overwrite: bool = False) -> VideoWriter | PngFolderWriter:
+    """A :class:`VideoWriter` for ``*.mp4`` paths (it always replaces), a :class:`PngFolderWriter` otherwise."""
+    return VideoWriter(path, fps) if Path(path).suffix.lower() == ".mp4" else PngFolderWriter(path, overwrite)

@@ -26,6 +26,12 @@ import numpy as np
 from portrait4d.errors import UserInputError
 
 N_LANDMARKS = 68
+MAX_PIXELS = 128_000_000
+"""Largest picture searched for faces (a 100-megapixel camera's photos fit): beyond it even
+the shrunk copies take long to make and the picture itself fills memory, so it is refused."""
+FALLBACK_SIDE = 2048
+"""Longer side of the second, finer copy searched when the first finds nothing (about 2 s
+on one core); detection time grows with area, so the full size of a huge photo is never searched."""
 LANDMARK_FILE = "shape_predictor_68_face_landmarks.dat"
 MMOD_FILE = "mmod_human_face_detector.dat"
 
@@ -108,8 +114,9 @@ class DlibHogDetector:
 
     The image is first shrunk to ``max_side`` pixels (detection cost grows with area) and
     upsampled ``upsample`` times inside dlib (each doubling halves the smallest face
-    found, about 80 px at 0). When nothing is found on a shrunk image, the full-size
-    image is searched once more so small faces in large photos are not lost.
+    found, about 80 px at 0). When nothing is found on a shrunk image, a finer copy (at
+    most :data:`FALLBACK_SIDE`, the full size if smaller) is searched once more so small
+    faces in large photos are not lost; boxes are mapped back to the full image.
     """
 
     upsample: int = 1
@@ -132,7 +139,8 @@ class DlibHogDetector:
         small, factor = _shrink(image, self.max_side)
         boxes = [box.scaled(1.0 / factor) for box in self._run(small, self.upsample)]
         if not boxes and factor < 1.0:
-            boxes = self._run(image, 0)
+            finer, factor = _shrink(image, FALLBACK_SIDE)
+            boxes = [box.scaled(1.0 / factor) for box in self._run(finer, 0)]
         return boxes
 
 

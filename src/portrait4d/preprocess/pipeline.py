@@ -11,6 +11,7 @@ skipped and reported, never fatal.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from portrait4d.errors import UserInputError
 from portrait4d.preprocess.align import CROP_SIZE, CropTransform, apply_crop, crop_transform, five_points
 from portrait4d.preprocess.detect import (
     LANDMARK_FILE,
+    MAX_PIXELS,
     MMOD_FILE,
     DlibHogDetector,
     DlibLandmarks68,
@@ -80,6 +82,10 @@ class PreprocessConfig:
             raise UserInputError("--face is a rank by size and must be 0 or more")
         if self.crop_size < 64:
             raise UserInputError("the crop size must be at least 64 pixels")
+        if not (math.isfinite(self.max_upscale) and self.max_upscale > 0):
+            raise UserInputError(f"--max-upscale must be a positive finite number, got {self.max_upscale}")
+        if not 0 < self.max_yaw <= 180:  # NaN fails too
+            raise UserInputError(f"--max-yaw must be between 0 and 180 degrees, got {self.max_yaw}")
 
 
 class NoUsableFace(Exception):
@@ -235,14 +241,22 @@ class Preprocessor:
 
     def _landmarks(self, image: np.ndarray, near: FaceBox | None = None) -> tuple[np.ndarray, int]:
         """68 landmarks of the chosen face and the number of faces seen. Raises :class:`NoUsableFace`."""
+        height, width = image.shape[:2]
+        if height * width > MAX_PIXELS:
+            raise NoUsableFace(
+                f"the picture is {width}x{height} ({height * width / 1e6:.0f} megapixels); faces are searched in "
+                f"pictures of at most {MAX_PIXELS / 1e6:.0f} megapixels: shrink it first"
+            )
         boxes = self._search_near(image, near) if near is not None else []
         if not boxes:
             boxes = self.detector.detect(image)
         if not boxes:
-            raise NoUsableFace(
-                "no face found (the detector finds frontal-ish faces at least ~40 px wide; "
-                "try --detector mmod for turned or dim faces)"
-            )
+            if self.config.detector == "hog":
+                raise NoUsableFace(
+                    "no face found (the HOG detector finds frontal-ish faces at least ~40 px wide; "
+                    "--detector mmod also finds turned or dim faces)"
+                )
+            raise NoUsableFace("no face found by the CNN detector (mmod)")
         box = self._choose(boxes, near)
         return self.landmark_model.landmarks(image, box), len(boxes)
 

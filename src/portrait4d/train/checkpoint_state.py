@@ -9,7 +9,9 @@ Writes are atomic: the state goes to a hidden temporary file in the same folder,
 flushed and fsynced, and only then renamed over the final name (``os.replace``), after
 which the folder entry is fsynced too. An interrupted write (a crash, a full disk, a
 kill) leaves the previous checkpoints untouched and the temporary file is removed where
-the process survives to do so. Only the newest ``keep`` checkpoints are kept.
+the process survives to do so; one left by a killed process is removed when the run next
+starts or resumes (:func:`remove_stale_temporaries`). Only the newest ``keep`` checkpoints
+are kept.
 
 Files are written with ``torch.save`` and read with ``torch.load(weights_only=True)``:
 tensors and plain containers only, no code runs when loading.
@@ -30,6 +32,7 @@ from portrait4d.errors import UserInputError
 FORMAT = "portrait4d-training-state"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^state-(\d{9,})\.pt$")
+_TEMPORARY = re.compile(r"^\.state-\d{9,}\.pt\.tmp-(\d+)$")
 
 
 @dataclass
@@ -67,6 +70,24 @@ def list_training_states(directory: str | os.PathLike) -> list[Path]:
 def latest_training_state(directory: str | os.PathLike) -> Path | None:
     states = list_training_states(directory)
     return states[-1] if states else None
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the half-written temporaries that killed writes left in ``directory``; returns them.
+
+    Called when a run starts or resumes, before it writes anything: only one process (the
+    main rank) writes a run's checkpoints, so no other write can be in progress then.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [
+        path for path in directory.iterdir()
+        if (match := _TEMPORARY.match(path.name)) and int(match.group(1)) != os.getpid()
+    ]  # fmt: skip
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_training_state(directory: str | os.PathLike, state: TrainingState, keep: int) -> Path:

@@ -9,7 +9,8 @@ three layers, each checked against the dataclass's type hints:
 
 Values are read as YAML (so ``true``, ``[0.9, 0.999]`` and ``null`` work), with floats
 such as ``2e-4`` read as numbers (plain YAML 1.1 would make them strings). A key that is
-not a field, or a value of the wrong type, is a :class:`UserInputError` in one line. The
+not a field, a value of the wrong type, a value the config's own checks refuse or a NaN /
+infinite number is a :class:`UserInputError` in one line naming the field. The
 resolved config is written to ``RUN/config.yaml`` so a run documents itself.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -75,14 +77,16 @@ def load_config(base: T, path: str | Path | None = None, overrides: Sequence[str
     cls = type(base)
     document = config_to_json(base)
     if path is not None:
-        document = _merge(cls, document, _read_yaml(Path(path)), where=str(path), prefix=[])
+        document = _merge(cls, document, read_config_file(Path(path)), where=str(path), prefix=[])
     for override in overrides:
         keys, value = parse_override(override)
         document = _set(cls, document, keys, value)
     try:
-        return config_from_json(cls, document)
+        config = config_from_json(cls, document)
     except (TypeError, ValueError) as error:
         raise UserInputError(f"bad config value: {_dotted(str(error), cls)}") from None
+    _check_finite(config_to_json(config), [])
+    return config
 
 
 def config_to_yaml(config: Any) -> str:
@@ -95,14 +99,14 @@ def config_from_arguments(base: T, args: argparse.Namespace) -> T:
     return load_config(base, args.config, args.overrides)
 
 
-# --------------------------------------------------------------------------- internals
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds; a missing, unreadable or malformed file is one line."""
     try:
         data = yaml.load(path.read_text(), Loader=_ConfigLoader)
     except FileNotFoundError:
         raise UserInputError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as error:
         first = str(error).strip().splitlines()[0]
         raise UserInputError(f"config file {path} is not valid YAML: {first}") from None
@@ -111,6 +115,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserInputError(f"config file {path} must hold a mapping of fields, not a {type(data).__name__}")
     return data
+
+
+# --------------------------------------------------------------------------- internals
 
 
 def _merge(
@@ -169,6 +176,21 @@ def _child_type(root: type, keys: list[str], where: str) -> Any:
             parent = ".".join(keys[:depth])
             raise UserInputError(f"config key {'.'.join(keys)!r} ({where}) goes below {parent!r}, which is a single value")
     return tp
+
+
+def _check_finite(value: Any, keys: list[str]) -> None:
+    """Refuse NaN and ±inf anywhere in a resolved config (JSON form): no training setting
+    means anything at those values, and a NaN learning rate or weight would only show up
+    as a run of NaN losses much later."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserInputError(f"bad config value: {_dotted_keys(keys)} must be a finite number, got {value}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_finite(item, [*keys, f"[{key}]" if isinstance(key, int) else str(key)])
+
+
+def _dotted_keys(keys: list[str]) -> str:
+    return ".".join(keys).replace(".[", "[")
 
 
 def _unwrap_optional(tp: Any) -> Any:

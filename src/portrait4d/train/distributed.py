@@ -59,16 +59,6 @@ def context_from_env(environ: Mapping[str, str] | None = None) -> DistributedCon
     return DistributedContext(rank, world_size, local_rank)
 
 
-def pick_device(choice: str, context: DistributedContext) -> torch.device:
-    """``"auto"``: this process's GPU when CUDA is present, else the CPU; or an explicit device."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(choice)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", context.local_rank)
-    return device
-
-
 def init_distributed(device: torch.device, environ: Mapping[str, str] | None = None) -> DistributedContext:
     """Join the process group described by the environment; returns the context.
 

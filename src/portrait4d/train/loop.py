@@ -41,11 +41,13 @@ import torch.distributed as dist
 from torch import nn
 
 from portrait4d.checkpoints import config_to_json
+from portrait4d.devices import choose_device
 from portrait4d.errors import UserInputError
 from portrait4d.train.checkpoint_state import (
     TrainingState,
     latest_training_state,
     load_training_state,
+    remove_stale_temporaries,
     save_training_state,
 )
 from portrait4d.train.config import config_to_yaml
@@ -59,7 +61,6 @@ from portrait4d.train.distributed import (
     gather_objects,
     init_distributed,
     mean_over_ranks,
-    pick_device,
     shutdown,
 )
 from portrait4d.train.ema import EMAConfig, ema_beta, update_ema
@@ -83,7 +84,8 @@ class TrainerConfig:
     """Global batch: split evenly over the ranks."""
     seed: int = 0
     device: str = "auto"
-    """``auto`` (each rank's GPU if CUDA is present, else CPU), ``cpu``, ``cuda``, ``cuda:1`` …"""
+    """``auto`` (each rank's GPU if CUDA is present, then MPS, then the CPU), ``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``: :func:`portrait4d.devices.choose_device`, the rule of every command."""
     bf16: bool = True
     """bf16 autocast for forward passes on CUDA (no effect on CPU)."""
     ema: EMAConfig = EMAConfig()
@@ -176,6 +178,9 @@ class StepInfo:
 class TrainingTask(Protocol):
     """What a stage implements to be trained by :class:`Trainer`."""
 
+    def check_inputs(self) -> None:
+        """Refuse unusable inputs (a :class:`UserInputError`) before the trainer creates the run folder."""
+
     def build(self, context: RunContext) -> TrainingSetup:
         """Create models (the trainer moves them to the device) and say how to train them."""
 
@@ -200,6 +205,9 @@ class TrainingTask(Protocol):
 class StatelessTask:
     """Base of tasks whose whole resumable state is their models, optimisers and data
     position (all saved by the trainer): nothing of their own to save or restore."""
+
+    def check_inputs(self) -> None:
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -239,8 +247,9 @@ class Trainer:
         checkpoints); ``"latest"`` continues from the newest one (which must exist);
         ``"auto"`` continues if there is one, else starts fresh; a path names a file.
         """
+        self.task.check_inputs()  # a bad input leaves no run folder behind
         owns_group = not (dist.is_available() and dist.is_initialized())
-        device = pick_device(self.config.device, context_from_env())
+        device = choose_device(self.config.device, "trainer.device", context_from_env().local_rank)
         context = init_distributed(device)
         try:
             return _Run(self, context, device).train(self._resume_path(resume))
@@ -305,6 +314,9 @@ class _Run:
             progress=self.config.progress,
         )
         try:
+            if self.distributed.is_main:
+                for stale in remove_stale_temporaries(self.trainer.checkpoint_dir):
+                    self.log.info(f"removed {stale.name}, left by an interrupted checkpoint write")
             self._write_config()
             seed_everything(seed)  # the same on every rank: identical initial models
             self.setup = self.task.build(self.context)

@@ -61,6 +61,18 @@ class LossConfig:
     asset_cache: str | None = None
     """Asset cache root; by default ``$PORTRAIT4D_CACHE`` or ``~/.cache/portrait4d``."""
 
+    def __post_init__(self) -> None:
+        weights = {name: getattr(self, name) for name in ("l1", "lpips", "identity", "adversarial", "density", "density_offset")}
+        weights.update({f"r1_gammas.{name}": gamma for name, gamma in self.r1_gammas.items()})
+        refuse_negative(weights)
+
+
+def refuse_negative(weights: Mapping[str, float]) -> None:
+    """A loss weight (or other non-negative setting) below zero, or NaN, is a ValueError naming it."""
+    for name, weight in weights.items():
+        if not weight >= 0:
+            raise ValueError(f"{name} must be zero (off) or positive, got {weight}")
+
 
 # --------------------------------------------------------------------------- terms
 

@@ -53,6 +53,12 @@ class OptimizerConfig:
     """Rules for named groups; the first match wins; the rest form the ``base`` group."""
 
     def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"betas must each lie in [0, 1), got {list(self.betas)}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}")
         names = [rule.name for rule in self.groups]
         if len(set(names)) != len(names) or BASE_GROUP in names:
             raise ValueError(f"group names must be unique and not {BASE_GROUP!r}: {names}")

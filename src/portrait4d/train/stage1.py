@@ -46,6 +46,7 @@ from portrait4d.train.losses import (
     describe_losses,
     describe_raw_pairs,
     l1_loss,
+    refuse_negative,
     load_loss_networks,
     r1_penalty,
     random_box_points,
@@ -71,6 +72,14 @@ class MultiViewDataConfig:
     """DataLoader worker processes (rendering happens in them)."""
     generator: SyntheticGeneratorConfig = SyntheticGeneratorConfig()
 
+    def __post_init__(self) -> None:
+        if self.bank_heads < 1:
+            raise ValueError(f"bank_heads must be at least 1, got {self.bank_heads}")
+        if self.bank_views < 2:
+            raise ValueError(f"bank_views must be at least 2 (a pair is two views of one head), got {self.bank_views}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (in-process) or more, got {self.workers}")
+
 
 @dataclass(frozen=True)
 class Stage1Losses:
@@ -89,6 +98,9 @@ class Stage1Losses:
     """Supervise the reconstruction at θ_p as well as at θ_q."""
     density_points: int = 1000
     """Random points per sample for the density regulariser."""
+
+    def __post_init__(self) -> None:
+        refuse_negative({"mask": self.mask, "depth": self.depth, "depth_kimg": self.depth_kimg, "density_points": self.density_points})
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ from portrait4d.train.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     l1_loss,
+    refuse_negative,
     load_loss_networks,
     r1_penalty,
 )
@@ -135,6 +136,9 @@ class Stage2Losses:
     raw_pairs: bool = True
     """Also compare the raw render and the head-only raw render (official pairs 2 and 3)."""
     raw_pairs_lpips: bool = True
+
+    def __post_init__(self) -> None:
+        refuse_negative({"mask": self.mask})
 
 
 @dataclass(frozen=True)
@@ -409,6 +413,10 @@ class Stage2Task(StatelessTask):
             phases=tuple(phases),
             ema={"G_ema": "G"},
         )
+
+    def check_inputs(self) -> None:
+        """Every clip exists, is a clip folder of Ψ's image size and has frames (reads only their metadata)."""
+        self.dataset(seed=0)
 
     def dataset(self, seed: int) -> CrossViewSamples:
         clips = find_clips(self._required_clips())
