@@ -154,10 +154,11 @@ def open_avatar(args: argparse.Namespace) -> Avatar:
             raise UserInputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
 
+    device = choose_device(args.device)  # a bad --device is refused before any note is printed
     choice = resolve_model(args.model, motion_required=args.motion_encoder is None)
     report_notes([choice.note] if choice.note else [], args.command)
     motion_encoder = args.motion_encoder or choice.motion_encoder
-    return Avatar.load(choice.checkpoint, motion_encoder, choose_device(args.device), args.precision)
+    return Avatar.load(choice.checkpoint, motion_encoder, device, args.precision)
 
 
 class OutputStreams:
