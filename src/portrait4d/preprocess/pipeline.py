@@ -41,7 +41,7 @@ from portrait4d.preprocess.pose import (
     head_angles,
     label_from_pose_vector,
     pose_vector,
-    synthetic_template,
+    flame_template,
 )
 from portrait4d.preprocess.smoothing import OneEuroConfig, smooth_runs
 
@@ -213,15 +213,15 @@ class Preprocessor:
     def from_assets(
         cls, config: PreprocessConfig = PreprocessConfig(), cache_dir: str | os.PathLike | None = None
     ) -> Preprocessor:
-        """The dlib models from the asset cache (``portrait4d assets fetch landmarks``) and the synthetic template."""
+        """The dlib models from the asset cache (``portrait4d assets fetch landmarks``) and the FLAME-frontal template."""
         from portrait4d.assets import require
 
         landmarks = DlibLandmarks68(require(LANDMARK_FILE, cache_dir))
         if config.detector == "mmod":
             mmod = DlibMmodDetector(require(MMOD_FILE, cache_dir))
-            return cls(config, mmod, landmarks, synthetic_template())
+            return cls(config, mmod, landmarks, flame_template())
         tracker = DlibHogDetector(upsample=0, max_side=0)  # finds faces of 80 px and more: the window has ~120
-        return cls(config, DlibHogDetector(), landmarks, synthetic_template(), tracker)
+        return cls(config, DlibHogDetector(), landmarks, flame_template(), tracker)
 
     # ----------------------------------------------------------------- one picture
 
