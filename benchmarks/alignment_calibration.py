@@ -17,7 +17,12 @@ Three measurements, written to benchmarks/results/alignment_calibration.json:
    compared with the rule applied to the exactly projected landmarks (centre error in
    crop pixels, zoom ratio), and its angles with the known camera turned to FLAME's frame.
 
-    python benchmarks/alignment_calibration.py [--video-step 12]
+``--aligner mediapipe`` measures the MediaPipe aligner instead (results file
+``alignment_calibration_mediapipe.json``); ``--mesh-map`` also re-derives its 468 → 68
+vertex table (for each dlib point, the mesh vertex nearest to it in the median over the
+sample faces, in eye-to-mouth units).
+
+    python benchmarks/alignment_calibration.py [--video-step 12] [--aligner mediapipe [--mesh-map]]
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from portrait4d.assets import require
 from portrait4d.camera import from_label, look_at_label, to_label
 from portrait4d.preprocess import media
 from portrait4d.preprocess.align import crop_transform, five_points
-from portrait4d.preprocess.pipeline import Preprocessor
+from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
 from portrait4d.preprocess.pose import BFM_TO_FLAME_EULER, euler_rotation, head_angles
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alignment_calibration.json"
@@ -48,19 +53,47 @@ COPIES = ((0.75, 0.0, (60, -40)), (1.4, 0.0, (-90, 120)), (1.0, 12.0, (0, 0)), (
 """(scale, degrees counter-clockwise, shift) of the un-aligned copies."""
 
 
-def sample_landmarks(pre: Preprocessor, video_step: int) -> dict[str, np.ndarray]:
-    """Source landmarks ``[N, 68, 2]`` per sample identity."""
-    found = {name: pre._landmarks(media.load_image(require(name)))[0][None] for name in PHOTOS}
+def sample_pictures(video_step: int) -> dict[str, list[np.ndarray]]:
+    """The sample photos and every ``video_step``-th frame of the sample videos, per identity."""
+    pictures = {name: [media.load_image(require(name))] for name in PHOTOS}
     for name in VIDEOS:
+        pictures[name] = [f.image for f in media.read_video(require(name)) if f.index % video_step == 0]
+    return pictures
+
+
+def sample_landmarks(pre: Preprocessor, pictures: dict[str, list[np.ndarray]], locate=None) -> dict[str, np.ndarray]:
+    """Landmarks ``[N, 68, 2]`` per identity (``locate(image, box)`` instead of the preprocessor's model when given)."""
+    found = {}
+    for name, images in pictures.items():
         points = []
-        for frame in media.read_video(require(name)):
-            if frame.index % video_step == 0:
-                try:
-                    points.append(pre._landmarks(frame.image)[0])
-                except Exception:  # a faceless frame: skipped here as in the pipeline
-                    continue
+        for image in images:
+            boxes = pre.detector.detect(image)
+            if boxes:  # a faceless frame is skipped, as in the pipeline
+                box = max(boxes, key=lambda b: b.size)
+                points.append((locate or pre.landmark_model.landmarks)(image, box))
         found[name] = np.stack(points)
     return found
+
+
+def mesh_map(pictures: dict[str, list[np.ndarray]]) -> list[int]:
+    """For each dlib landmark, the mesh vertex nearest to it in the median over the sample faces."""
+    dlib, mesh = Preprocessor.from_assets(), Preprocessor.from_assets(PreprocessConfig(aligner="mediapipe"))
+    pairs = []
+    for images in pictures.values():
+        for image in images:
+            boxes = mesh.detector.detect(image)
+            try:
+                reference = dlib._landmarks(image)[0]
+            except Exception:
+                continue
+            if boxes:
+                pairs.append((reference, mesh.landmark_model.vertices(image, max(boxes, key=lambda b: b.size))))
+    reference, vertices = (np.stack(p) for p in zip(*pairs))
+    eyes = (reference[:, 36:42].mean(1) + reference[:, 42:48].mean(1)) / 2
+    unit = np.linalg.norm((reference[:, 48] + reference[:, 54]) / 2 - eyes, axis=-1)[:, None, None]
+    a, b = (reference - eyes[:, None]) / unit, (vertices - eyes[:, None]) / unit
+    distance = np.median(np.linalg.norm(a[:, :, None] - b[:, None], axis=-1), axis=0)  # [68, 468]
+    return distance.argmin(1).tolist()
 
 
 def crop_rows(landmarks: np.ndarray, shifts: tuple[float, float]) -> np.ndarray:
@@ -74,6 +107,7 @@ def crop_rows(landmarks: np.ndarray, shifts: tuple[float, float]) -> np.ndarray:
 
 
 def derive_shifts(faces: dict[str, np.ndarray]) -> dict:
+    """The (pupil, nose) shifts that bring the identities' mean crop rows onto the published official ones."""
     def means(shifts) -> np.ndarray:
         return np.mean([crop_rows(points, tuple(shifts)).mean(0) for points in faces.values()], axis=0)
 
@@ -153,15 +187,20 @@ def synthetic_world(pre: Preprocessor) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video-step", type=int, default=12, help="use every Nth video frame")
+    parser.add_argument("--aligner", choices=("dlib", "mediapipe"), default="dlib")
+    parser.add_argument("--mesh-map", action="store_true", help="re-derive the mediapipe 468 → 68 vertex table")
     args = parser.parse_args()
-    pre = Preprocessor.from_assets()
-    result = {
-        "derivation": derive_shifts(sample_landmarks(pre, args.video_step)),
-        "unalign": unalign_consistency(pre),
-        "synthetic": synthetic_world(pre),
-    }
+    pre = Preprocessor.from_assets(PreprocessConfig(aligner=args.aligner))
+    pictures = sample_pictures(args.video_step)
+    result = {"aligner": args.aligner}
+    if args.mesh_map:
+        result["mesh_to_ibug68"] = mesh_map(pictures)
+    result["derivation"] = derive_shifts(sample_landmarks(pre, pictures))
+    result["unalign"] = unalign_consistency(pre)
+    result["synthetic"] = synthetic_world(pre)
     print(json.dumps(result, indent=1))
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    path = RESULTS if args.aligner == "dlib" else RESULTS.with_name("alignment_calibration_mediapipe.json")
+    path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def crop_template() -> np.ndarray:
     return BFM_FIVE_POINTS + np.asarray(TEMPLATE_SHIFT)
 
 
-OFFICIAL_POINT_SHIFTS = (-0.034, 0.018)
+OFFICIAL_POINT_SHIFTS = (-0.035, 0.014)
 """(pupils, nose tip): how far the official five points (WFLW pupils 96/97 and nose point
 54 from H3R) lie from their 68-point stand-ins (eye-ring centres, nose tip 30 from dlib),
 along the face's down axis, in eye-to-mouth distances (negative = up). Derived in

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from portrait4d.errors import UserInputError
+from portrait4d.preprocess.align import OFFICIAL_POINT_SHIFTS
 
 N_LANDMARKS = 68
 LANDMARK_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -77,7 +78,13 @@ class FaceDetector(Protocol):
 
 
 class LandmarkModel(Protocol):
-    """Places the 68 iBUG landmarks ``[68, 2]`` (float64 pixels) of the face in ``box``."""
+    """Places the 68 iBUG landmarks ``[68, 2]`` (float64 pixels) of the face in ``box``.
+
+    ``point_shifts`` calibrates its eye rings and nose tip to the official crop's pupils and
+    nose point (:func:`portrait4d.preprocess.align.five_points`).
+    """
+
+    point_shifts: tuple[float, float]
 
     def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray: ...
 
@@ -234,6 +241,7 @@ class DlibLandmarks68:
     trim: float = 0.2
     """Share of the pooled answers dropped at each end per coordinate before averaging."""
     jitter: tuple[tuple[float, float, float], ...] = BOX_JITTER
+    point_shifts: tuple[float, float] = OFFICIAL_POINT_SHIFTS
 
     def __post_init__(self) -> None:
         self._predictor = _dlib().shape_predictor(str(self.weights))
