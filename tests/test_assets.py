@@ -217,7 +217,7 @@ def test_cli_list_shows_every_asset_and_the_fetch_command(tmp_path, capsys):
         assert re.search(rf"^missing\s+{asset.group}\s+{re.escape(asset.file)}\s", out, re.MULTILINE)
     assert (
         out.splitlines()[-1]
-        == "to fetch what is missing or damaged: portrait4d assets fetch identity landmarks lpips samples"
+        == "to fetch what is missing or damaged: portrait4d assets fetch identity landmarks lpips mediapipe samples"
     )
 
 

@@ -69,7 +69,8 @@ class BlazeFaceDetector:
     """MediaPipe's short-range BlazeFace detector (faces within ~2 m of a phone camera)."""
 
     weights: str | os.PathLike
-    min_score: float = 0.5
+    min_score: float = 0.75
+    """Above MediaPipe's 0.5: on the sample photos faces score 0.87–0.96 and clothing patterns up to 0.6."""
     overlap: float = 0.3
     """Boxes overlapping more than this (intersection over union) are merged."""
 
@@ -77,7 +78,8 @@ class BlazeFaceDetector:
         self._interpreter = _interpreter(self.weights)
         self._anchors = blazeface_anchors()
 
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
+    def _square(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``[N, 4]`` (left, top, right, bottom) and scores ``[N]`` in one picture, letterboxed to a square."""
         height, width = image.shape[:2]
         side = max(height, width)
         square = np.zeros((side, side, 3), np.uint8)
@@ -87,9 +89,26 @@ class BlazeFaceDetector:
         score = 1.0 / (1.0 + np.exp(-np.clip(scores[:, 0], -80.0, 80.0)))
         centre = regressors[:, :2] / DETECTOR_SIZE + self._anchors
         half = regressors[:, 2:4] / DETECTOR_SIZE / 2.0
-        boxes = np.concatenate([centre - half, centre + half], axis=1) * side  # [N, 4] left, top, right, bottom
         keep = score >= self.min_score
-        return _weighted_nms(boxes[keep], score[keep], self.overlap)
+        return (np.concatenate([centre - half, centre + half], axis=1) * side)[keep], score[keep]
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """Faces in the whole picture; when none is found, in 3 × 3 overlapping half-size windows.
+
+        The short-range model wants a face of at least ~1/8 of its square; the windows
+        halve the smallest face it finds.
+        """
+        boxes, scores = self._square(image)
+        if not len(boxes):
+            height, width = image.shape[:2]
+            side = max(height, width) // 2
+            found = []
+            for top in np.linspace(0, max(height - side, 0), 3).astype(int):
+                for left in np.linspace(0, max(width - side, 0), 3).astype(int):
+                    window_boxes, window_scores = self._square(image[top : top + side, left : left + side])
+                    found.append((window_boxes + np.array([left, top, left, top]), window_scores))
+            boxes, scores = (np.concatenate(parts) for parts in zip(*found))
+        return _weighted_nms(boxes, scores, self.overlap)
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
