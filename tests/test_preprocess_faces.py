@@ -136,7 +136,7 @@ def _blurred(image: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
-@pytest.mark.parametrize(("scale", "degrees", "shift"), [(0.75, 0.0, (60.0, -40.0)), (1.4, -20.0, (-90.0, 120.0))])
+@pytest.mark.parametrize(("scale", "degrees", "shift"), [(0.75, 0.0, (60.0, -40.0)), (0.6, -20.0, (35.0, 17.0))])
 def test_unaligned_copies_give_the_same_crop(preprocessor, aligned, astronaut, hopper, name, scale, degrees, shift):
     """Moved, scaled and turned by a known similarity: mapped back, the crop is the same within ~2 px.
 
