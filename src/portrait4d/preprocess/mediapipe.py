@@ -136,17 +136,17 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> list
 MESH_TO_IBUG68 = (
     127, 234, 177, 215, 172, 136, 149, 148, 152, 400, 378, 365, 367, 435, 323, 454, 356,  # jaw line
     70, 63, 105, 66, 55, 285, 296, 334, 293, 300,  # brows
-    168, 197, 5, 4, 75, 97, 2, 326, 460,  # nose bridge, nostril base
+    6, 197, 5, 4, 75, 97, 2, 326, 460,  # nose bridge, nostril base
     7, 160, 158, 133, 153, 144, 341, 385, 387, 249, 373, 380,  # eye rings
-    61, 39, 37, 11, 267, 269, 291, 405, 314, 17, 84, 180,  # outer lips
+    61, 39, 37, 11, 302, 304, 291, 405, 314, 17, 84, 181,  # outer lips
     78, 82, 13, 312, 308, 317, 14, 87,  # inner lips
 )
 # fmt: on
 """The mesh vertex that stands for each iBUG-68 landmark: for each dlib point, the vertex
 closest to it in the median over the sample photos and every 16th frame of the sample
-videos (distances in eye-to-mouth units; median 0.047, i.e. ~5 px at a 512 crop).
+videos (every 12th frame; distances in eye-to-mouth units, median 0.047, i.e. ~5 px at a 512 crop).
 ``benchmarks/alignment_calibration.py --mediapipe`` recomputes it."""
-MESH_POINT_SHIFTS = (-0.059, 0.020)
+MESH_POINT_SHIFTS = (-0.063, 0.021)
 """(pupils, nose) shifts of :func:`portrait4d.preprocess.align.five_points` for these
 points, derived from the official crops' published means as for dlib (docs/preprocessing.md)."""
 
