@@ -225,11 +225,13 @@ class DlibLandmarks68:
     different points, and the official crop rule amplifies nose and eye errors ~1.5×. So
     the predictor never runs on the picture as given. Its first answer (in the
     detector's box) only defines a canonical frame (:func:`face_frame`: eyes level, face
-    ``work_size`` pixels, box centred); the picture is resampled into that frame, the
-    predictor runs there on the ideal box and six shifted / scaled copies
-    (:data:`BOX_JITTER`), the per-point median is mapped back, and the frame is rebuilt
-    from that answer ``passes`` times. On the sample photos, copies moved, scaled and
-    turned by known similarity transforms then give crops that agree within a pixel.
+    ``work_size`` pixels, box centred); the picture is resampled into that frame, tilted
+    by each of ``turns``, the predictor runs on the ideal box and six shifted / scaled
+    copies (:data:`BOX_JITTER`), the pooled answers are mapped back and averaged per
+    coordinate without the ``trim`` share at each end, and the frame is rebuilt from
+    that answer ``passes`` times. On the sample photos, copies moved, scaled and turned
+    by known similarity transforms then give crops within 2 px of each other (up to 9 px
+    before); ``passes=1, turns=(0,)`` is 8 predictor runs instead of 43.
     """
 
     weights: str | os.PathLike
@@ -268,8 +270,12 @@ class DlibLandmarks68:
         points = self._first_guess(picture, box)
         side, size = self.work_size, int(2 * self.work_size)
         boxes = [
-            FaceBox(size / 2 + (dx - k / 2) * side, size / 2 + (dy - k / 2) * side,
-                    size / 2 + (dx + k / 2) * side, size / 2 + (dy + k / 2) * side)
+            FaceBox(
+                size / 2 + (dx - k / 2) * side,
+                size / 2 + (dy - k / 2) * side,
+                size / 2 + (dx + k / 2) * side,
+                size / 2 + (dy + k / 2) * side,
+            )
             for dx, dy, k in self.jitter
         ]
         for _ in range(self.passes):
@@ -284,7 +290,7 @@ class DlibLandmarks68:
 
 
 def trimmed_mean(samples: np.ndarray, trim: float) -> np.ndarray:
-    """Per-coordinate mean of ``samples`` ``[K, ...]`` after dropping the ``trim`` share at each end (0.5 → median)."""
+    """Per-coordinate mean of ``samples`` ``[K, ...]`` without the ``trim`` share at each end (0.5: median)."""
     if trim >= 0.5:
         return np.median(samples, axis=0)
     cut = int(trim * len(samples))

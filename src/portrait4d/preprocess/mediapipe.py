@@ -164,7 +164,7 @@ class FaceMesh68:
         self._interpreter = _interpreter(self.weights)
 
     def _mesh(self, picture: Image.Image, centre: np.ndarray, side: float, angle: float) -> np.ndarray:
-        """Mesh vertices ``[468, 2]`` (source pixels) seen in a square of ``side`` round ``centre`` turned by ``angle``."""
+        """Mesh vertices ``[468, 2]`` (source pixels) from a square of ``side`` round ``centre``, turned by ``angle``."""
         zoom = MESH_SIZE / side
         c, s = zoom * np.cos(angle), zoom * np.sin(angle)
         linear = np.array([[c, s], [-s, c]])

@@ -270,7 +270,8 @@ class Preprocessor:
             hint = (
                 "MediaPipe's short-range detector wants a face of at least ~1/16 of the picture's longer side"
                 if self.config.aligner == "mediapipe"
-                else "the detector finds frontal-ish faces at least ~40 px wide; try --detector mmod for turned or dim faces"
+                else "the detector finds frontal-ish faces at least ~40 px wide; "
+                "try --detector mmod for turned or dim faces"
             )
             raise NoUsableFace(f"no face found ({hint})")
         box = self._choose(boxes, near)
