@@ -219,7 +219,7 @@ def test_cli_list_shows_every_asset_and_the_fetch_command(tmp_path, capsys):
     assert "licence: not stated" not in out
     assert (
         out.splitlines()[-1]
-        == "to fetch what is missing or damaged: portrait4d assets fetch identity landmarks lpips samples"
+        == "to fetch what is missing or damaged: portrait4d assets fetch identity landmarks lpips mediapipe samples"
     )
 
 

@@ -64,7 +64,7 @@ def test_degenerate_points_are_refused():
 
 def test_five_points_are_eye_ring_centres_nose_tip_and_mouth_corners():
     landmarks = np.arange(136, dtype=np.float64).reshape(68, 2)
-    points = align.five_points(landmarks)
+    points = align.five_points(landmarks, shifts=(0.0, 0.0))
     assert np.allclose(points[0], landmarks[36:42].mean(0))
     assert np.allclose(points[1], landmarks[42:48].mean(0))
     assert np.allclose(points[2:], landmarks[[30, 48, 54]])

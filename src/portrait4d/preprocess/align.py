@@ -49,15 +49,30 @@ def crop_template() -> np.ndarray:
     return BFM_FIVE_POINTS + np.asarray(TEMPLATE_SHIFT)
 
 
-def five_points(landmarks: np.ndarray) -> np.ndarray:
+OFFICIAL_POINT_SHIFTS = (-0.035, 0.014)
+"""(pupils, nose tip): how far the official five points (WFLW pupils 96/97 and nose point
+54 from H3R) lie from their 68-point stand-ins (eye-ring centres, nose tip 30 from dlib),
+along the face's down axis, in eye-to-mouth distances (negative = up). Derived in
+docs/preprocessing.md ("Calibration to the official five points") from the official
+crops' published mean pupil and mouth rows; ``benchmarks/alignment_calibration.py``
+recomputes it."""
+
+
+def five_points(landmarks: np.ndarray, shifts: tuple[float, float] = OFFICIAL_POINT_SHIFTS) -> np.ndarray:
     """The crop's five points ``[..., 5, 2]`` from 68 landmarks ``[..., 68, 2]``.
 
-    Pupils are the centres of the two six-point eye rings (what WFLW's pupil points,
-    used officially, mark); then the nose tip and the two outer mouth corners.
+    Pupils, nose tip and the two outer mouth corners as the official crop defines them
+    (WFLW 96, 97, 54, 76, 82): the eye-ring centres and nose tip 30 moved along the face's
+    down axis (eye centre → mouth centre) by ``shifts`` eye-to-mouth distances, so a
+    68-point detector gives the official crop; ``(0, 0)`` gives the plain 68-point points.
     """
     eyes = [landmarks[..., list(group), :].mean(axis=-2) for group in PDFGC_ANCHOR_GROUPS[:2]]
-    others = [landmarks[..., index, :] for index in (NOSE_TIP, *MOUTH_CORNERS)]
-    return np.stack(eyes + others, axis=-2)
+    mouth = [landmarks[..., index, :] for index in MOUTH_CORNERS]
+    down = (mouth[0] + mouth[1] - eyes[0] - eyes[1]) / 2.0  # [..., 2] eye centre → mouth centre
+    eye_shift, nose_shift = shifts
+    pupils = [eye + eye_shift * down for eye in eyes]
+    nose = landmarks[..., NOSE_TIP, :] + nose_shift * down
+    return np.stack(pupils + [nose] + mouth, axis=-2)
 
 
 def fit_weak_perspective(points: np.ndarray, template: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -91,7 +91,8 @@ def preview(aligned: AlignedClip, tiles: int = PREVIEW_TILES) -> Image.Image:
     for i in picks:
         face = faces[i]
         label = f"frame {aligned.frame_indices[i]}" if aligned.fps else "photo"
-        drawn.append(draw_face(face.image, face.landmarks, face.camera, pose_caption(face.angles, label)))
+        caption = pose_caption(face.angles, label)
+        drawn.append(draw_face(face.image, face.landmarks, face.camera, caption, face.point_shifts))
     drawn.append(Image.fromarray(faces[0].motion_crop))
     return contact_sheet(drawn, columns=4)
 

@@ -11,6 +11,7 @@ skipped and reported, never fatal.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -22,7 +23,14 @@ import torch
 
 from portrait4d.camera import DEFAULT_RADIUS
 from portrait4d.errors import UserInputError
-from portrait4d.preprocess.align import CROP_SIZE, CropTransform, apply_crop, crop_transform, five_points
+from portrait4d.preprocess.align import (
+    CROP_SIZE,
+    OFFICIAL_POINT_SHIFTS,
+    CropTransform,
+    apply_crop,
+    crop_transform,
+    five_points,
+)
 from portrait4d.preprocess.detect import (
     LANDMARK_FILE,
     MAX_PIXELS,
@@ -43,11 +51,12 @@ from portrait4d.preprocess.pose import (
     head_angles,
     label_from_pose_vector,
     pose_vector,
-    synthetic_template,
+    flame_template,
 )
 from portrait4d.preprocess.smoothing import OneEuroConfig, smooth_runs
 
 DETECTORS = ("hog", "mmod")
+ALIGNERS = ("dlib", "mediapipe")
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,10 @@ class PreprocessConfig:
     """How faces are found, aligned and filtered."""
 
     detector: str = "hog"
-    """``hog`` (fast, frontal) or ``mmod`` (dlib's CNN detector: slower, more poses)."""
+    """``hog`` (fast, frontal) or ``mmod`` (dlib's CNN detector: slower, more poses); dlib aligner only."""
+    aligner: str = "dlib"
+    """``dlib`` (HOG/MMOD detector + 68-point predictor; the predictor's training data is for
+    non-commercial use) or ``mediapipe`` (BlazeFace + face mesh, every model Apache-2.0)."""
     face: int = 0
     """Which face when there are several: its rank by size (0 = largest). Videos pick it
     on the first frame with a face and then follow it."""
@@ -78,6 +90,8 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise UserInputError(f"unknown detector {self.detector!r}; choose from {', '.join(DETECTORS)}")
+        if self.aligner not in ALIGNERS:
+            raise UserInputError(f"unknown aligner {self.aligner!r}; choose from {', '.join(ALIGNERS)}")
         if self.face < 0:
             raise UserInputError("--face is a rank by size and must be 0 or more")
         if self.crop_size < 64:
@@ -110,11 +124,13 @@ class AlignedFace:
     fit_error: float
     source_landmarks: np.ndarray
     """``[68, 2]`` in the input picture's pixels."""
+    point_shifts: tuple[float, float] = OFFICIAL_POINT_SHIFTS
+    """The landmark model's calibration to the official five points (:func:`five_points`)."""
 
     @property
     def five_points(self) -> np.ndarray:
         """The crop's five alignment points ``[5, 2]`` (pupils, nose tip, mouth corners) in crop pixels."""
-        return five_points(self.landmarks)
+        return five_points(self.landmarks, self.point_shifts)
 
     @property
     def angles(self) -> np.ndarray:
@@ -205,29 +221,39 @@ class Preprocessor:
         landmark_model: LandmarkModel,
         template: HeadTemplate,
         tracking_detector: FaceDetector | None = None,
+        video_landmark_model: LandmarkModel | None = None,
     ):
         """``tracking_detector`` searches the small window round the last face in videos
         (default: ``detector``); it may skip upsampling since that window is scaled to
-        ``config.track_face_size``."""
+        ``config.track_face_size``; ``video_landmark_model`` places the landmarks of video frames
+        (default: ``landmark_model``), where a cheaper setting suits since they are smoothed over time."""
         self.config = config
         self.detector = detector
         self.landmark_model = landmark_model
         self.template = template
         self.tracking_detector = tracking_detector or detector
+        self.video_landmark_model = video_landmark_model or landmark_model
 
     @classmethod
     def from_assets(
         cls, config: PreprocessConfig = PreprocessConfig(), cache_dir: str | os.PathLike | None = None
     ) -> Preprocessor:
-        """The dlib models from the asset cache (``portrait4d assets fetch landmarks``) and the synthetic template."""
+        """The aligner's models from the asset cache (``portrait4d assets fetch landmarks``, or ``mediapipe``)
+        and the FLAME-frontal pose template."""
         from portrait4d.assets import require
 
+        if config.aligner == "mediapipe":
+            from portrait4d.preprocess.mediapipe import DETECTOR_FILE, MESH_FILE, BlazeFaceDetector, FaceMesh68
+
+            detector = BlazeFaceDetector(require(DETECTOR_FILE, cache_dir))
+            return cls(config, detector, FaceMesh68(require(MESH_FILE, cache_dir)), flame_template())
         landmarks = DlibLandmarks68(require(LANDMARK_FILE, cache_dir))
+        video_landmarks = dataclasses.replace(landmarks, passes=1, turns=(0.0,))  # 1 + 7 predictor runs, not 43
         if config.detector == "mmod":
             mmod = DlibMmodDetector(require(MMOD_FILE, cache_dir))
-            return cls(config, mmod, landmarks, synthetic_template())
+            return cls(config, mmod, landmarks, flame_template(), None, video_landmarks)
         tracker = DlibHogDetector(upsample=0, max_side=0)  # finds faces of 80 px and more: the window has ~120
-        return cls(config, DlibHogDetector(), landmarks, synthetic_template(), tracker)
+        return cls(config, DlibHogDetector(), landmarks, flame_template(), tracker, video_landmarks)
 
     # ----------------------------------------------------------------- one picture
 
@@ -239,7 +265,9 @@ class Preprocessor:
             raise NoUsableFace(f"face {self.config.face} was asked for but only {len(ranked)} face(s) were found")
         return ranked[self.config.face]
 
-    def _landmarks(self, image: np.ndarray, near: FaceBox | None = None) -> tuple[np.ndarray, int]:
+    def _landmarks(
+        self, image: np.ndarray, near: FaceBox | None = None, model: LandmarkModel | None = None
+    ) -> tuple[np.ndarray, int]:
         """68 landmarks of the chosen face and the number of faces seen. Raises :class:`NoUsableFace`."""
         height, width = image.shape[:2]
         if height * width > MAX_PIXELS:
@@ -251,6 +279,11 @@ class Preprocessor:
         if not boxes:
             boxes = self.detector.detect(image)
         if not boxes:
+            if self.config.aligner == "mediapipe":
+                raise NoUsableFace(
+                    "no face found (MediaPipe's short-range detector wants a face of at least ~1/16 of "
+                    "the picture's longer side)"
+                )
             if self.config.detector == "hog":
                 raise NoUsableFace(
                     "no face found (the HOG detector finds frontal-ish faces at least ~40 px wide; "
@@ -258,7 +291,7 @@ class Preprocessor:
                 )
             raise NoUsableFace("no face found by the CNN detector (mmod)")
         box = self._choose(boxes, near)
-        return self.landmark_model.landmarks(image, box), len(boxes)
+        return (model or self.landmark_model).landmarks(image, box), len(boxes)
 
     def _search_near(self, image: np.ndarray, near: FaceBox) -> list[FaceBox]:
         """Detect only in a window round the last known face (fast tracking for videos)."""
@@ -313,11 +346,12 @@ class Preprocessor:
             transform=transform,
             fit_error=fit_error,
             source_landmarks=landmarks.astype(np.float32),
+            point_shifts=self.landmark_model.point_shifts,
         )
 
     def align_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> AlignedFace:
         """The aligned face for known source landmarks ``[68, 2]``. Raises :class:`NoUsableFace`."""
-        transform = crop_transform(five_points(landmarks), self.config.crop_size)
+        transform = crop_transform(five_points(landmarks, self.landmark_model.point_shifts), self.config.crop_size)
         self._check_size(transform, landmarks)
         cameras, errors = self.fit_cameras(transform.to_crop(landmarks)[None])
         self._check_yaw(cameras[0])
@@ -356,7 +390,7 @@ class Preprocessor:
                 progress()
             times.append(frame.time)
             try:
-                points, count = self._landmarks(frame.image, previous)
+                points, count = self._landmarks(frame.image, previous, self.video_landmark_model)
                 counts.append(count)
                 kept.append(True)
                 landmarks.append(points)
@@ -384,7 +418,7 @@ class Preprocessor:
         errors = np.full(len(times), np.nan, np.float32)
         crop_landmarks = []
         for i in np.flatnonzero(kept_array):
-            transform = crop_transform(five_points(source[i]), self.config.crop_size)
+            transform = crop_transform(five_points(source[i], self.landmark_model.point_shifts), self.config.crop_size)
             try:
                 self._check_size(transform, source[i])
                 transforms[i] = transform

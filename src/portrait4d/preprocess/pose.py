@@ -43,12 +43,47 @@ class HeadTemplate:
 
 
 def synthetic_template() -> HeadTemplate:
-    """The template from the synthetic average head (shape α = 0, neutral expression β = 0)."""
+    """The template from the synthetic average head (shape α = 0, neutral expression β = 0).
+
+    Its frontal is the synthetic world's: the camera labels of synthetic renders come back.
+    """
     from portrait4d.synthetic.head import SyntheticHead
     from portrait4d.synthetic.params import HeadParams
 
     head = SyntheticHead.build(HeadParams())
     return HeadTemplate(head.landmarks.detach().to(torch.float64).cpu())
+
+
+BFM_TO_FLAME_EULER = (0.0849, 0.0029, 0.0035)
+"""Radians about x, y, z (composed Rz·Ry·Rx): the official BFM→FLAME canonical-pose offset
+(genhead-and-data §3.3, simplified route). A face that is frontal by the Basel Face
+Model's convention has the FLAME neck rotation R = Euler(these); its official label sees
+it from R⁻¹·(0, 0.01, 4.2), i.e. from 4.9° above."""
+
+
+def euler_rotation(angles: tuple[float, float, float]) -> torch.Tensor:
+    """Rz·Ry·Rx ``[3, 3]`` float64 of angles (x, y, z) in radians (Deep3DFaceRecon's order)."""
+    x, y, z = (torch.tensor(a, dtype=torch.float64) for a in angles)
+    one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    rx = torch.stack([one, zero, zero, zero, x.cos(), -x.sin(), zero, x.sin(), x.cos()]).view(3, 3)
+    ry = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()]).view(3, 3)
+    rz = torch.stack([z.cos(), -z.sin(), zero, z.sin(), z.cos(), zero, zero, zero, one]).view(3, 3)
+    return rz @ ry @ rx
+
+
+def flame_template() -> HeadTemplate:
+    """The synthetic template turned to FLAME's frontal, the convention of the official labels.
+
+    The synthetic average head is frontal by the Basel Face Model's convention: its eye
+    corners, nose tip and mouth corners match Deep3DFaceRecon's BFM five points up to a
+    similarity whose rotation is under 1° (tests/test_alignment_calibration.py). The
+    official pipeline turns BFM poses into FLAME poses with :data:`BFM_TO_FLAME_EULER`, so
+    the BFM-frontal head is the FLAME head turned by R: the template in FLAME's frame is
+    Rᵀ·points, and cameras fitted to it read the official labels' angles (pitch 4.9°
+    higher than with :func:`synthetic_template`).
+    """
+    rotation = euler_rotation(BFM_TO_FLAME_EULER)
+    return HeadTemplate(synthetic_template().points @ rotation)  # rows: (Rᵀ p)ᵀ = pᵀ R
 
 
 @dataclass(frozen=True)
@@ -170,8 +205,9 @@ def estimate_camera(
     """Camera labels ``[B, 25]`` for crop landmarks ``[B, 68, 2]`` (integer pixel centres).
 
     Minimises a robust (Cauchy) reprojection cost, see :class:`PoseFitConfig`. Also returns
-    the final RMS reprojection error per face ``[B]`` in pixels, a measure of how well the
-    rigid template explains the landmarks. Computed in float64.
+    the RMS reprojection error per face ``[B]`` in pixels of the points the fit used, each
+    counted by its final robust weight (a landmark the loss set aside barely counts): how
+    well the rigid template explains the landmarks it was fitted to. Computed in float64.
     """
     dtype = torch.float64
     targets = landmarks.to(dtype)[:, list(template.fit_indices)] + 0.5  # project() puts centres at +0.5
@@ -202,7 +238,10 @@ def estimate_camera(
         cost = torch.where(better, new_cost, cost)
         damping = torch.where(better, damping * 0.3, damping * 10.0).clamp(1e-9, 1e9)
     labels = to_label(_cam2world(rotation, centre))
-    rms = torch.sqrt((r * r).sum(-1) / len(template.fit_indices))
+    # the error of the points the fit used, each counted by its final robust weight
+    point_weight = weight[:, ::2]
+    squared = r.unflatten(-1, (-1, 2)).square().sum(-1)
+    rms = torch.sqrt((point_weight * squared).sum(-1) / point_weight.sum(-1))
     return labels.to(torch.float32), rms.to(torch.float32)
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from portrait4d.camera import project
-from portrait4d.preprocess.align import five_points
+from portrait4d.preprocess.align import OFFICIAL_POINT_SHIFTS, five_points
 
 AXIS_ORIGIN = (0.0, 0.0, 0.25)
 """World point the axes start from: about the middle of the face between the eyes and mouth."""
@@ -23,15 +23,22 @@ AXIS_LENGTH = 0.15
 AXIS_COLOURS = ((230, 40, 40), (40, 200, 40), (60, 90, 255))
 
 
-def draw_face(image: np.ndarray, landmarks: np.ndarray, camera: np.ndarray, caption: str = "") -> Image.Image:
-    """One annotated tile from a crop ``[S, S, 3]`` uint8, its landmarks ``[68, 2]`` and camera ``[25]``."""
+def draw_face(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    camera: np.ndarray,
+    caption: str = "",
+    point_shifts: tuple[float, float] = OFFICIAL_POINT_SHIFTS,
+) -> Image.Image:
+    """One annotated tile from a crop ``[S, S, 3]`` uint8, its landmarks ``[68, 2]`` and camera ``[25]``
+    (``point_shifts``: the landmark model's calibration of the five alignment points)."""
     tile = Image.fromarray(image)
     draw = ImageDraw.Draw(tile)
     size = image.shape[0]
     radius = max(1.0, size / 256)
     for x, y in landmarks:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(60, 255, 60))
-    for x, y in five_points(landmarks):
+    for x, y in five_points(landmarks, point_shifts):
         draw.ellipse((x - 2 * radius, y - 2 * radius, x + 2 * radius, y + 2 * radius), outline=(255, 40, 40), width=2)
     origin = torch.tensor(AXIS_ORIGIN)
     ends = torch.stack([origin, *(origin + AXIS_LENGTH * torch.eye(3))])
