@@ -116,7 +116,7 @@ def _frame_linked_outside(clip):
         (lambda clip: _edit_meta(clip, n_frames=0), "the clip has no frames"),
         (lambda clip: _edit_meta(clip, n_frames=1.5), "n_frames must be a whole number >= 0, got 1.5"),
         (lambda clip: _edit_meta(clip, n_frames="2"), "n_frames must be a whole number >= 0, got '2'"),
-        (lambda clip: _edit_meta(clip, fps=float("nan")), "fps must be a finite number > 0, got nan"),
+        (lambda clip: _edit_meta(clip, fps=float("nan")), "fps must be a finite number >= 0 (0: a still photo), got nan"),
         (_nan_camera, "cameras of frame(s) 1 contain NaN or infinite numbers"),
         (_smaller_frame, "000001.png is 48x32, but its clip's frames are 64x64"),
         (_frame_linked_outside, "frames/000001.png links to"),

@@ -124,6 +124,7 @@ MEDIAPIPE = Package("mediapipe", "0.10.21", _ANY_LINUX_CP311)
 _DLIB_MODELS = "face_recognition_models/models/"
 DLIB_PUBLIC_DOMAIN = "public domain (dlib-models: its author released the model files for any use)"
 LPIPS_LICENCE = "BSD-2-Clause (LPIPS heads) on VGG16 ImageNet features (Oxford VGG, CC BY 4.0)"
+MEDIAPIPE_LICENCE = "Apache-2.0 (MediaPipe model files; usable commercially)"
 
 ASSETS: tuple[Asset, ...] = (
     Asset(
@@ -227,6 +228,7 @@ ASSETS: tuple[Asset, ...] = (
         MEDIAPIPE,
         "mediapipe/modules/face_detection/face_detection_short_range.tflite",
         "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+        licence=MEDIAPIPE_LICENCE,
     ),
     Asset(
         "face_landmark.tflite",
@@ -235,6 +237,7 @@ ASSETS: tuple[Asset, ...] = (
         MEDIAPIPE,
         "mediapipe/modules/face_landmark/face_landmark.tflite",
         "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        licence=MEDIAPIPE_LICENCE,
     ),
 )
 

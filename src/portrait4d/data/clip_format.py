@@ -296,8 +296,8 @@ def _check_meta(meta: dict, meta_path: Path) -> None:
     if not (isinstance(size, list) and len(size) == 2 and all(_is_count(side) and side > 0 for side in size)):
         raise UserInputError(f"{meta_path}: size must be [height, width] in whole pixels, got {size!r}")
     fps = meta.get("fps")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise UserInputError(f"{meta_path}: fps must be a finite number > 0, got {fps!r}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps < 0:
+        raise UserInputError(f"{meta_path}: fps must be a finite number >= 0 (0: a still photo), got {fps!r}")
 
 
 def read_clip(path: str | os.PathLike, images: bool = True) -> ClipData:
