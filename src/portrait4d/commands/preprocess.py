@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             problems.append(f"{path}: {target} already exists (use --overwrite to replace it)")
         else:
             jobs.append((path, target))
+    if len(files) + len(problems) == 1 and problems:  # one input: its problem is the error line
+        raise UserInputError(problems[0])
     for line in problems:
         print(f"skipped {line}", file=sys.stderr)
     if not jobs:
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         except UserInputError as error:
             failed += 1
             message = str(error) if str(path) in str(error) else f"{path}: {error}"
+            if len(files) + len(problems) == 1:
+                raise UserInputError(message) from None
             print(f"skipped {message}", file=sys.stderr)
             continue
         written += 1
