@@ -89,13 +89,19 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return write(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b""))
 
 
-def video(path: Path, frames: list[np.ndarray], times: list[float] | None = None, fps: int = 25) -> Path:
-    """H.264 MP4 of ``frames``; ``times`` (seconds) give a variable frame rate."""
+def video(
+    path: Path, frames: list[np.ndarray], times: list[float] | None = None, fps: int = 25, index_first: bool = False
+) -> Path:
+    """H.264 MP4 of ``frames``; ``times`` (seconds) give a variable frame rate; ``index_first``
+    puts the index before the data and makes every frame a key frame (a truncated copy then
+    keeps its first frames readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
+    options = {"movflags": "faststart"} if index_first else {}
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = 1 if index_first else 12
         stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
         for index, frame in enumerate(frames):
             encoded = av.VideoFrame.from_ndarray(frame, format="rgb24")
@@ -107,7 +113,7 @@ def video(path: Path, frames: list[np.ndarray], times: list[float] | None = None
 
 def frameless_video(path: Path) -> Path:
     """An MP4 whose header (index first) promises frames but whose data was cut off."""
-    whole = video(path.with_name(path.stem + "-whole.mp4"), [picture(64, i) for i in range(3)])
+    whole = video(path.with_name(path.stem + "-whole.mp4"), [picture(64, i) for i in range(3)], index_first=True)
     data = whole.read_bytes()
     whole.unlink()
     cut = data.index(b"mdat") + 4 if b"mdat" in data else 64
