@@ -19,8 +19,8 @@ import av
 import numpy as np
 from PIL import Image
 
-IMAGE_KINDS = ("gray", "rgba", "16bit", "cmyk", "exif", "tiny", "palette")
-"""Valid but unusual photos: each must be read as upright 8-bit RGB."""
+IMAGE_KINDS = ("gray", "rgba", "16bit", "cmyk", "exif", "tiny", "palette", "large")
+"""Valid but unusual photos: each must be read as upright 8-bit RGB ("tiny": 4×4 px; "large": 3000² px)."""
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -70,6 +70,8 @@ def odd_image(path: Path, kind: str, rgb: np.ndarray | None = None) -> Path:
         Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(path, "JPEG", exif=exif.tobytes())
     elif kind == "tiny":
         image.resize((4, 4)).save(path)
+    elif kind == "large":
+        image.resize((3000, 3000), Image.BILINEAR).save(path, compress_level=1)  # 9 megapixels
     elif kind == "palette":
         image.convert("P").save(path)
     else:
