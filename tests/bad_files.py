@@ -131,11 +131,11 @@ def damaged_checkpoint(source: Path, path: Path, damage: str) -> Path:
     elif damage == "huge safetensors header":
         data = weights.read_bytes()
         weights.write_bytes(struct.pack("<Q", 2**50) + data[8:])
-    elif damage == "nan weights":
+    elif damage == "nan weights":  # in the synthesizer (G or G_ema), which every command loads
         from safetensors.torch import load_file, save_file
 
         tensors = load_file(weights)
-        name = next(n for n, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+        name = next(n for n, t in tensors.items() if n.startswith("G") and t.is_floating_point() and t.numel() > 1)
         tensors[name][0] = float("nan")
         save_file(tensors, weights)
     elif damage == "config not json":

@@ -50,7 +50,6 @@ class Inputs:
     synthetic clip, aligned crops, a real face photo and a blank stage-1 view bank."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
         self.psi = tiny_checkpoint(root / "psi")
         self.psi3d = static_checkpoint(root / "psi3d")
         self.encoder = self.psi / "motion_encoder"
@@ -194,6 +193,10 @@ BASE: dict[str, Build] = {
     },  # fmt: skip
 }
 
+if "weights" in cli.COMMANDS:  # official weights by name (the hub is never reached: HF_HUB_OFFLINE, --from)
+    BASE["weights list"] = lambda i, d: {"--cache-dir": str(d / "cache")}
+    BASE["weights fetch"] = lambda i, d: {"NAME": "v2", "--from": empty_folder(d / "downloads"), "--cache-dir": str(d / "cache")}
+
 OUTPUT = {
     "synth": "clip", "convert": "converted", "preprocess": "pp", "train-encoders": "enc", "train-3d": "run",
     "pseudo-mv": "pmv", "train-4d": "run", "reenact": "out.mp4", "render": "out.mp4", "export-mesh": "head.ply",
@@ -293,7 +296,7 @@ def video_cases(command: str, option: str, extra: dict[str, Value]) -> None:
 # --------------------------------------------------------------------------- reenact, render, export-mesh, demo
 
 for name in BASE:  # the base runs work: every bad case below differs from a working run in one thing
-    if name != "convert":  # (its base input is already bad: a valid official snapshot is test_official_import's)
+    if name not in ("convert", "weights fetch"):  # their base inputs are already bad (no official files here)
         case(name, "valid base", {}, ok=True, bound=3 * BOUND if name == "train-encoders" else BOUND)  # renders 80 heads
 
 file_cases("reenact", "--source", ".png", fast=("missing path", "random bytes"))
@@ -407,6 +410,15 @@ case("manifest", "unknown preset", {"--preset": "banana"}, fast=True)
 case("assets list", "cache is a file", lambda i, d: {"--cache-dir": existing_file(d / "cache")})
 case("assets list", "unicode cache", lambda i, d: {"--cache-dir": str(d / UNICODE)}, ok=True)
 
+if "weights" in cli.COMMANDS:
+    case("weights list", "cache is a file", lambda i, d: {"--cache-dir": existing_file(d / "cache")})
+    case("weights fetch", "--from empty folder", {})
+    case("weights fetch", "--from missing folder", lambda i, d: {"--from": str(d / "nope")})
+    case("weights fetch", "--from a file", lambda i, d: {"--from": existing_file(d / "downloads.zip")})
+    case("weights fetch", "unknown name", {"NAME": "banana"})
+    case("weights fetch", "flame without the licence", {"NAME": "flame"})
+    case("weights fetch", "--cache-dir a file", lambda i, d: {"--cache-dir": existing_file(d / "cache")})
+
 file_cases("pseudo-mv", "--checkpoint", "", fast=("empty file",))
 checkpoint_cases("pseudo-mv", "--checkpoint", "psi3d", fast=("config networks as list",))
 case("pseudo-mv", "--checkpoint non-static Ψ", lambda i, d: {"--checkpoint": str(i.psi)})
@@ -479,7 +491,9 @@ def _pickle(path: Path) -> Path:
 
 
 def _torchscript(path: Path) -> Path:
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated: the point is that it is refused
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     return path
 
 
@@ -556,6 +570,12 @@ PENDING: dict[str, str] = {
 }
 """Case id → the branch whose fix it waits for."""
 
+OPEN: dict[str, str] = {
+    "weights list: cache is a file": "weights list reports every file missing instead of refusing the cache path",
+    "weights fetch: --from empty folder": "weights fetch leaves an empty CACHE/weights folder behind when nothing was imported",
+}
+"""Case id → a known failure not fixed yet (in code this branch does not have: the weights command)."""
+
 
 # --------------------------------------------------------------------------- the runner
 
@@ -594,7 +614,8 @@ def terminal_lines(text: str) -> list[str]:
     return [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
 
 
-def run_case(test_case: Case, inputs: Inputs, folder: Path, capsys) -> None:
+def run_case(test_case: Case, inputs: Inputs, folder: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no case may reach the network
     folder.mkdir()
     argv = _argv(test_case.command, test_case.build(inputs, folder))
     capsys.readouterr()
@@ -634,20 +655,21 @@ def run_case(test_case: Case, inputs: Inputs, folder: Path, capsys) -> None:
 def _params(cases: list[Case]) -> list:
     params = []
     for test_case in cases:
-        marks = [pytest.mark.xfail(reason=f"fixed on branch {PENDING[test_case.id]}", strict=False)] if test_case.id in PENDING else []
+        reason = f"fixed on branch {PENDING[test_case.id]}" if test_case.id in PENDING else OPEN.get(test_case.id)
+        marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
         params.append(pytest.param(test_case, id=test_case.id, marks=marks))
     return params
 
 
 @pytest.mark.parametrize("test_case", _params([c for c in CASES if c.fast]))
-def test_fast_bad_input(test_case, inputs, tmp_path, capsys):
-    run_case(test_case, inputs, tmp_path / "case", capsys)
+def test_fast_bad_input(test_case, inputs, tmp_path, capsys, monkeypatch):
+    run_case(test_case, inputs, tmp_path / "case", capsys, monkeypatch)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("test_case", _params([c for c in CASES if not c.fast]))
-def test_bad_input(test_case, inputs, tmp_path, capsys):
-    run_case(test_case, inputs, tmp_path / "case", capsys)
+def test_bad_input(test_case, inputs, tmp_path, capsys, monkeypatch):
+    run_case(test_case, inputs, tmp_path / "case", capsys, monkeypatch)
 
 
 def test_the_matrix_covers_every_subcommand():
@@ -655,3 +677,4 @@ def test_the_matrix_covers_every_subcommand():
     assert covered == set(cli.COMMANDS), set(cli.COMMANDS) ^ covered
     assert len({c.id for c in CASES}) == len(CASES), "case names must be unique"
     assert set(PENDING) <= {c.id for c in CASES}, set(PENDING) - {c.id for c in CASES}
+    assert set(OPEN) <= {c.id for c in CASES} or "weights" not in cli.COMMANDS
