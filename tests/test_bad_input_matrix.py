@@ -392,6 +392,7 @@ case("preprocess", "unicode paths", lambda i, d: {
     "INPUT": str(make.odd_image(d / UNICODE / "photo é.png", "rgba", i.face)), "--out": str(d / UNICODE / "out 名")},
     ok=True, produces=f"{UNICODE}/out 名")  # fmt: skip
 case("preprocess", "existing output file", lambda i, d: {"--out": existing_file(d / "pp")}, fast=True)
+case("preprocess", "existing clip folder", lambda i, d: {"--out": str(make.write(d / "pp" / "photo" / "mine.txt", b"x").parents[1])})
 case("preprocess", "output equal to input", lambda i, d: {"--out": str(make.odd_image(d / "photo.png", "gray", i.face))})
 for option, values in {"--face": ("-1",), "--max-upscale": ("nan", "0", "-1"), "--max-yaw": ("nan", "-5"), "--size": ("0", "7"), "--max-frames": ("0", "-1")}.items():
     for value in values:

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         smooth=not args.no_smooth,
     )
     files, problems = expand_inputs(args.inputs)
+    single = len(files) + len(problems) == 1  # one input: its problem is the error line, not "skipped" + a summary
     out = Path(args.out)
     jobs = []
     for path, name in zip(files, output_names(files)):
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             problems.append(f"{path}: {target} already exists (use --overwrite to replace it)")
         else:
             jobs.append((path, target))
-    if len(files) + len(problems) == 1 and problems:  # one input: its problem is the error line
+    if single and problems:
         raise UserInputError(problems[0])
     for line in problems:
         print(f"skipped {line}", file=sys.stderr)
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         except UserInputError as error:
             failed += 1
             message = str(error) if str(path) in str(error) else f"{path}: {error}"
-            if len(files) + len(problems) == 1:
+            if single:
                 raise UserInputError(message) from None
             print(f"skipped {message}", file=sys.stderr)
             continue
