@@ -111,6 +111,6 @@ def test_a_mixed_run_writes_clips_and_reports_every_problem(tmp_path, capsys):
 def test_nothing_usable_is_one_error_line(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("x")
     assert cli.main(["preprocess", str(tmp_path / "a.txt"), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "not a photo or video file" in err and "error: nothing to preprocess" in err
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "error:" in err[0] and "a.txt: not a photo or video file" in err[0]
     assert not (tmp_path / "out").exists()

@@ -299,6 +299,9 @@ class AssetStatus:
 
 def list_assets(cache_dir: str | os.PathLike | None = None, *, assets: Sequence[Asset] = ASSETS) -> list[AssetStatus]:
     """Every known asset with its cache path and state (present files are checksummed)."""
+    root = resolve_cache_dir(cache_dir)
+    if root.exists() and not root.is_dir():  # else every asset would just be reported missing
+        raise UserInputError(f"the asset cache {root} is a file, not a folder")
     statuses = []
     for asset in assets:
         path = asset_path(asset, cache_dir)

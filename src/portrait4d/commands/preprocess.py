@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         smooth=not args.no_smooth,
     )
     files, problems = expand_inputs(args.inputs)
+    single = len(files) + len(problems) == 1  # one input: its problem is the error line, not "skipped" + a summary
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; name a folder for the clip folders")
@@ -151,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
             problems.append(f"{path}: {target} already exists (use --overwrite to replace it)")
         else:
             jobs.append((path, target))
+    if single and problems:
+        raise UserInputError(problems[0])
     for line in problems:
         print(f"skipped {line}", file=sys.stderr)
     if not jobs:
@@ -181,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         except UserInputError as error:
             failed += 1
             message = str(error) if str(path) in str(error) else f"{path}: {error}"
+            if single:
+                raise UserInputError(message) from None
             print(f"skipped {message}", file=sys.stderr)
             continue
         written += 1

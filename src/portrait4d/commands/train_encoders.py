@@ -72,10 +72,11 @@ def _data_configs(args: argparse.Namespace):
     from portrait4d.train.encoder_data import EncoderDataConfig
 
     base = dataclasses.replace(EncoderDataConfig(), image_size=args.size)
+    least = max(MIN_HELDOUT_HEADS, base.expressions_per_head // 2 + 1)  # the data config's own floor per split
     heads = args.images // base.images_per_head
-    heldout = max(MIN_HELDOUT_HEADS, round(HELDOUT_FRACTION * heads))
-    if heads - heldout < MIN_HELDOUT_HEADS:
-        smallest = 2 * MIN_HELDOUT_HEADS * base.images_per_head
+    heldout = max(least, round(HELDOUT_FRACTION * heads))
+    if heads - heldout < least:
+        smallest = 2 * least * base.images_per_head
         raise UserInputError(f"--images must be at least {smallest} ({base.images_per_head} per head), got {args.images}")
     return dataclasses.replace(base, heads=heads - heldout), dataclasses.replace(base, heads=heldout)
 
