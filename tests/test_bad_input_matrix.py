@@ -8,8 +8,6 @@ odd input (RGBA, EXIF-rotated, unicode paths ...): exit 0 and the output written
 case must finish within a time bound (a timer interrupts it). A fast subset runs by
 default; the whole matrix is marked ``slow``.
 
-``PENDING`` names the cases that other branches fix; they are expected to fail here until
-those branches are merged (then the marks go).
 """
 
 from __future__ import annotations
@@ -498,86 +496,6 @@ def _torchscript(path: Path) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- pending on other branches
-
-PENDING: dict[str, str] = {
-    **dict.fromkeys([  # sec
-        "demo: --checkpoint config networks as list",
-        "demo: --checkpoint config string version",
-        "demo: --checkpoint config without networks",
-        "demo: --checkpoint nan weights",
-        "eval: --checkpoint config networks as list",
-        "eval: --checkpoint config string version",
-        "eval: --checkpoint config without networks",
-        "eval: --checkpoint nan weights",
-        "eval: --inception-weights TorchScript",
-        "preprocess: INPUT raw huge image header",
-        "pseudo-mv: --checkpoint config networks as list",
-        "pseudo-mv: --checkpoint config string version",
-        "pseudo-mv: --checkpoint config without networks",
-        "pseudo-mv: --checkpoint nan weights",
-        "reenact: --checkpoint config networks as list",
-        "reenact: --checkpoint config string version",
-        "reenact: --checkpoint config without networks",
-        "reenact: --checkpoint nan weights",
-        "reenact: --source huge image header",
-        "reenact: --source raw huge image header",
-        "render: --checkpoint config networks as list",
-        "render: --checkpoint config string version",
-        "render: --checkpoint config without networks",
-        "render: --checkpoint nan weights",
-        "render: --source huge image header",
-        "train-4d: --init config networks as list",
-        "train-4d: --init config string version",
-        "train-4d: --init config without networks",
-        "train-4d: --init nan weights",
-    ], "sec"),
-    **dict.fromkeys([  # os
-        "demo: --orbit-frames 100000000",
-        "eval: --protocols cross with one clip",
-        "make-benchmark: --pitch-offsets nan",
-        "make-benchmark: --yaw-offsets 1e300",
-        "make-benchmark: --yaw-offsets inf",
-        "make-benchmark: --yaw-offsets nan",
-        "preprocess: --max-upscale nan",
-        "preprocess: --max-yaw nan",
-        "preprocess: existing output file",
-        "preprocess: output equal to input",
-        "pseudo-mv: --device banana",
-        "render: --fps 1e-4",
-        "render: --fps 1e300",
-        "render: --fps inf",
-        "synth: --fps inf",
-        "train-3d: --config directory for file",
-        "train-3d: --config malformed YAML",
-        "train-3d: --config random bytes",
-        "train-3d: --set data.bank_heads=0",
-        "train-3d: --set data.bank_views=1",
-        "train-3d: --set optim_g.betas=[2,0.9]",
-        "train-3d: --set trainer.device=banana",
-        "train-3d: existing output file",
-        "train-4d: --clips a file",
-        "train-4d: --clips empty folder",
-        "train-4d: --clips missing",
-        "train-4d: --config directory for file",
-        "train-4d: --config malformed YAML",
-        "train-4d: --config random bytes",
-        "train-4d: --set optim_g.betas=[2,0.9]",
-        "train-4d: existing output file",
-        "train-encoders: --cache a file",
-        "train-encoders: existing output file",
-        "train-encoders: --device banana",
-    ], "os"),
-}
-"""Case id → the branch whose fix it waits for."""
-
-OPEN: dict[str, str] = {
-    "weights list: cache is a file": "weights list reports every file missing instead of refusing the cache path",
-    "weights fetch: --from empty folder": "weights fetch leaves an empty CACHE/weights folder behind when nothing was imported",
-}
-"""Case id → a known failure not fixed yet (in code this branch does not have: the weights command)."""
-
-
 # --------------------------------------------------------------------------- the runner
 
 
@@ -654,12 +572,7 @@ def run_case(test_case: Case, inputs: Inputs, folder: Path, capsys, monkeypatch)
 
 
 def _params(cases: list[Case]) -> list:
-    params = []
-    for test_case in cases:
-        reason = f"fixed on branch {PENDING[test_case.id]}" if test_case.id in PENDING else OPEN.get(test_case.id)
-        marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-        params.append(pytest.param(test_case, id=test_case.id, marks=marks))
-    return params
+    return [pytest.param(test_case, id=test_case.id) for test_case in cases]
 
 
 @pytest.mark.parametrize("test_case", _params([c for c in CASES if c.fast]))
@@ -677,5 +590,3 @@ def test_the_matrix_covers_every_subcommand():
     covered = {c.command.split()[0] for c in CASES}
     assert covered == set(cli.COMMANDS), set(cli.COMMANDS) ^ covered
     assert len({c.id for c in CASES}) == len(CASES), "case names must be unique"
-    assert set(PENDING) <= {c.id for c in CASES}, set(PENDING) - {c.id for c in CASES}
-    assert set(OPEN) <= {c.id for c in CASES} or "weights" not in cli.COMMANDS

@@ -297,11 +297,15 @@ class AssetStatus:
     size: int
 
 
+def check_cache_folder(root: Path, what: str) -> None:
+    """Refuse a cache path that exists but is not a folder (else every file would just read as missing)."""
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"the {what} cache {root} is a file, not a folder")
+
+
 def list_assets(cache_dir: str | os.PathLike | None = None, *, assets: Sequence[Asset] = ASSETS) -> list[AssetStatus]:
     """Every known asset with its cache path and state (present files are checksummed)."""
-    root = resolve_cache_dir(cache_dir)
-    if root.exists() and not root.is_dir():  # else every asset would just be reported missing
-        raise UserInputError(f"the asset cache {root} is a file, not a folder")
+    check_cache_folder(resolve_cache_dir(cache_dir), "asset")
     statuses = []
     for asset in assets:
         path = asset_path(asset, cache_dir)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from portrait4d import __version__, hub
-from portrait4d.assets import resolve_cache_dir
+from portrait4d.assets import check_cache_folder, resolve_cache_dir
 from portrait4d.errors import UserInputError
 from portrait4d.fileio import atomic_directory, write_text_atomic
 from portrait4d.presets import ModelPreset
@@ -279,11 +279,13 @@ def _install(
     report: Callable[[str], object],
 ) -> FetchOutcome:
     root = weights_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    # files given by hand are found before the cache folder exists: a missing one leaves nothing behind
+    local = None if snapshot is not None else [_find_local(Path(from_dir), entry, file) for file in entry.files]
+    root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".download-{entry.name}-") as scratch:
-        if snapshot is None:
-            sources = [_find_local(Path(from_dir), entry, file) for file in entry.files]
+        if local is not None:
+            sources = local
         else:
             sources = []
             for file in entry.files:
@@ -403,4 +405,5 @@ class WeightsStatus:
 
 def list_weights(cache_dir: str | os.PathLike | None = None) -> list[WeightsStatus]:
     """Every catalogue name with its cache record (None when not fetched)."""
+    check_cache_folder(weights_root(cache_dir), "weights")
     return [WeightsStatus(entry, read_record(name, cache_dir)) for name, entry in CATALOGUE.items()]
