@@ -405,5 +405,6 @@ class WeightsStatus:
 
 def list_weights(cache_dir: str | os.PathLike | None = None) -> list[WeightsStatus]:
     """Every catalogue name with its cache record (None when not fetched)."""
+    check_cache_folder(resolve_cache_dir(cache_dir), "portrait4d")
     check_cache_folder(weights_root(cache_dir), "weights")
     return [WeightsStatus(entry, read_record(name, cache_dir)) for name, entry in CATALOGUE.items()]
