@@ -3,8 +3,8 @@ sound track, and a stand-in face preprocessor (no dlib) that counts its work."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import av
@@ -14,8 +14,7 @@ from portrait4d.inference.views import frontal_cameras
 from portrait4d.models.motion import template_landmarks
 from portrait4d.preprocess.detect import FaceBox, landmark_box
 from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
-from portrait4d.preprocess.pose import synthetic_template
-from portrait4d.synthetic.clips import ClipConfig, export_clip, make_clip
+from portrait4d.preprocess.pose import HeadTemplate, synthetic_template
 
 TONE_HZ = 440.0
 
@@ -46,11 +45,16 @@ def write_video(path: Path, frames, fps: float, sound: tuple[str, int] | None = 
     return path
 
 
-def synthetic_face_frames(count: int, size: int, seed: int = 3) -> list[np.ndarray]:
-    """``count`` frames ``[size, size, 3]`` of a synthetic talking head (the clip repeats every 8 frames)."""
-    clip = export_clip(make_clip(seed, replace(ClipConfig(), n_frames=min(count, 8))), size)
-    pictures = [frame.permute(1, 2, 0).numpy() for frame in clip.frames]
-    return [pictures[i % len(pictures)] for i in range(count)]
+def moving_face(face: np.ndarray, count: int, size: int) -> list[np.ndarray]:
+    """``count`` frames ``[size, size, 3]`` of one face picture (e.g. a synthetic head's render)
+    sliding sideways and changing brightness, cheaply (the synthetic renderer takes ~1 s a frame)."""
+    from PIL import Image
+
+    picture = np.asarray(Image.fromarray(face).resize((size, size), Image.BILINEAR), dtype=np.float32)
+    return [
+        np.clip(np.roll(picture, index % 7 - 3, axis=1) * (0.85 + 0.05 * (index % 4)), 0, 255).astype(np.uint8)
+        for index in range(count)
+    ]
 
 
 class TemplateFace:
@@ -60,6 +64,7 @@ class TemplateFace:
 
     def __init__(self) -> None:
         self.calls = 0
+        self._points: dict[int, np.ndarray] = {}
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         if image.mean() < 10:
@@ -68,12 +73,19 @@ class TemplateFace:
 
     def landmarks(self, image: np.ndarray, box: FaceBox | None, count: bool = True) -> np.ndarray:
         self.calls += count
-        points = template_landmarks(frontal_cameras(1), image.shape[0])[0].double().numpy()
-        return points + (float(image.mean()) / 255.0 - 0.5) * 8.0
+        size = image.shape[0]
+        if size not in self._points:
+            self._points[size] = template_landmarks(frontal_cameras(1), size)[0].double().numpy()
+        return self._points[size] + (float(image.mean()) / 255.0 - 0.5) * 8.0
+
+
+@lru_cache(maxsize=1)
+def _head_template() -> HeadTemplate:
+    return synthetic_template()
 
 
 def template_preprocessor(face: TemplateFace, config: PreprocessConfig = PreprocessConfig()) -> Preprocessor:
-    return Preprocessor(config, face, face, synthetic_template())
+    return Preprocessor(config, face, face, _head_template())
 
 
 def tone_frequency(path: Path) -> tuple[float, float]:

@@ -5,6 +5,7 @@ run without downloaded assets."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tracemalloc
 
@@ -14,11 +15,14 @@ import pytest
 import torch
 
 from portrait4d import cli
+from portrait4d.commands.reenact import OutputStreams
+from portrait4d.data.clip_format import read_clip
 from portrait4d.inference import Avatar, inputs
+from portrait4d.preprocess.alignment_cache import cached_track
 from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
 
 from inference_helpers import synthetic_clip_folder, tiny_checkpoint
-from stream_helpers import TONE_HZ, TemplateFace, stream_kinds, synthetic_face_frames, template_preprocessor, tone_frequency, write_video
+from stream_helpers import TONE_HZ, TemplateFace, moving_face, stream_kinds, template_preprocessor, tone_frequency, write_video
 
 FPS = 12.5
 
@@ -26,12 +30,14 @@ FPS = 12.5
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
-    aligned = [frame for frame in synthetic_face_frames(6, 64)]
+    source = synthetic_clip_folder(root / "source", frames=1)
+    face = read_clip(source).frames[0].permute(1, 2, 0).numpy()
     return {
         "psi": tiny_checkpoint(root / "psi"),
-        "source": synthetic_clip_folder(root / "source", frames=1),
-        "raw": write_video(root / "raw.mp4", synthetic_face_frames(10, 128), FPS),
-        "pcm": write_video(root / "aligned_pcm.mkv", aligned, FPS, sound=("pcm_s16le", 48000)),
+        "source": source,
+        "face": face,
+        "raw": write_video(root / "raw.mp4", moving_face(face, 10, 128), FPS),
+        "pcm": write_video(root / "aligned_pcm.mkv", moving_face(face, 6, 64), FPS, sound=("pcm_s16le", 48000)),
     }
 
 
@@ -47,7 +53,8 @@ def face(monkeypatch, tmp_path):
 
 
 def _reenact(files, out, *extra, driving="raw"):
-    argv = ["reenact", "--source", str(files["source"]), "--driving", str(files[driving]), "--out", str(out)]
+    driving = files.get(driving, driving)
+    argv = ["reenact", "--source", str(files["source"]), "--driving", str(driving), "--out", str(out)]
     return cli.main([*argv, "--checkpoint", str(files["psi"]), "--device", "cpu", "--threads", "1", *extra])
 
 
@@ -87,20 +94,25 @@ def test_a_second_run_reads_the_alignment_from_the_cache(files, face, tmp_path, 
     assert "alignment: cached (10 frames" in capsys.readouterr().out and face.calls == 10  # no frame landmarked again
     np.testing.assert_array_equal(_pictures(first), _pictures(second))
 
-    renamed = shutil.copy(files["raw"], tmp_path / "renamed.mp4")  # the key is the content, not the name
-    files = {**files, "renamed": renamed}
-    assert _reenact(files, tmp_path / "third.mp4", driving="renamed") == 0
-    assert "alignment: cached" in capsys.readouterr().out and face.calls == 10
-
-    (entry,) = (tmp_path / "cache" / "alignments").iterdir()
-    entry.write_bytes(b"damaged")  # an unreadable entry is recomputed and replaced
-    assert _reenact(files, tmp_path / "fourth.mp4") == 0
-    assert "alignment: computed" in capsys.readouterr().out and face.calls == 20
-    np.testing.assert_array_equal(_pictures(first), _pictures(tmp_path / "fourth.mp4"))
 
 
-def test_faceless_frames_show_the_nearest_face_in_stream_order(face, tmp_path):
-    pictures = synthetic_face_frames(8, 128)
+def test_the_cache_key_is_the_content_and_a_damaged_entry_is_recomputed(files, face, tmp_path):
+    config = PreprocessConfig()
+    build = lambda: template_preprocessor(face, config)  # noqa: E731
+    first = cached_track(files["raw"], config, build)
+    renamed = cached_track(shutil.copy(files["raw"], tmp_path / "renamed.mp4"), config, build)
+    assert (first.cached, renamed.cached, face.calls) == (False, True, 10)
+    np.testing.assert_array_equal(renamed.track.cameras, first.track.cameras)
+    assert renamed.track.transforms == first.track.transforms and str(renamed.track.path).endswith("renamed.mp4")
+    other = cached_track(files["raw"], PreprocessConfig(max_yaw=30.0), build)
+    assert not other.cached and other.path != first.path  # another setting, another entry
+    first.path.write_bytes(b"damaged")
+    again = cached_track(files["raw"], config, build)
+    assert not again.cached and face.calls == 30 and cached_track(files["raw"], config, build).cached
+
+
+def test_faceless_frames_show_the_nearest_face_in_stream_order(files, tmp_path):
+    pictures = moving_face(files["face"], 8, 128)
     for index in (0, 1, 4, 5, 6):
         pictures[index] = np.zeros_like(pictures[index])  # the stand-in finds no face in the dark
     video = write_video(tmp_path / "gaps.mp4", pictures, FPS, sound=None)
@@ -140,15 +152,46 @@ def _stream_peak(path, monkeypatch) -> tuple[int, list[tuple[int, int]]]:
     return peak, progress
 
 
-def test_a_long_video_streams_through_a_window_of_frames(tmp_path, monkeypatch):
-    """300 frames cost what 40 do: memory does not grow with length (holding every
-    192² frame would add ~30 MB), and the second pass never reads ahead of its output."""
+@pytest.mark.slow
+def test_a_long_video_streams_through_a_window_of_frames(files, tmp_path, monkeypatch):
+    """200 frames cost what 30 do: decoding and tracking memory does not grow with length
+    (holding every 160² frame would add ~15 MB), and the second pass never reads ahead of its output."""
     peaks = {}
-    for count in (40, 300):
-        video = write_video(tmp_path / f"long{count}.mp4", synthetic_face_frames(count, 192), 25, sound=None)
+    for count in (30, 200):
+        video = write_video(tmp_path / f"long{count}.mp4", moving_face(files["face"], count, 160), 25, sound=None)
         peaks[count], progress = _stream_peak(video, monkeypatch)
         assert all(decoded <= handed + 1 for handed, decoded in progress), progress
-    assert peaks[300] - peaks[40] < 3 * 2**20, peaks
+    assert peaks[200] - peaks[30] < 3 * 2**20, peaks
+
+
+def _frames_alive() -> int:
+    """Frames (``[3, H, W]`` or ``[N, 3, H, W]`` uint8 tensors) that Python holds right now."""
+    count = 0
+    for thing in gc.get_objects():
+        if type(thing) is torch.Tensor and thing.dtype == torch.uint8 and thing.dim() in (3, 4) and thing.shape[-3] == 3:
+            count += 1 if thing.dim() == 3 else thing.shape[0]
+    return count
+
+
+@pytest.mark.slow
+def test_reenact_holds_the_same_few_frames_however_long_the_video(files, tmp_path, monkeypatch):
+    """Driving frames, model inputs and results in flight, counted as each batch is written:
+    48 frames hold no more than 8 do (keeping results or frames would grow with length)."""
+    add = OutputStreams.add
+    counts: list[int] = []
+
+    def counting(self, *args, **kwargs):
+        counts.append(_frames_alive())
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutputStreams, "add", counting)
+    most = {}
+    for length in (8, 48):
+        video = write_video(tmp_path / f"long{length}.mp4", moving_face(files["face"], length, 128), FPS, sound=None)
+        counts.clear()
+        assert _reenact(files, tmp_path / f"out{length}.mp4", "--batch-size", "4", driving=video) == 0
+        most[length] = max(counts)
+    assert most[48] <= most[8] <= 8 * 4, most
 
 
 def test_an_interrupted_run_leaves_no_output(files, tmp_path, monkeypatch, capsys):
