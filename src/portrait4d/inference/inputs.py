@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 from portrait4d.data.clip_format import META_FILE, read_clip
 from portrait4d.errors import UserInputError
+from portrait4d.inference.audio import has_audio
 from portrait4d.inference.views import frontal_cameras
 from portrait4d.models.motion import clip_landmarks_to_crop, template_landmarks
-from portrait4d.inference.audio import has_audio
 from portrait4d.preprocess.media import is_video, load_image, probe_video, read_video
 
 if TYPE_CHECKING:
