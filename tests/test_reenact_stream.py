@@ -37,7 +37,7 @@ def files(tmp_path_factory):
         "source": source,
         "face": face,
         "raw": write_video(root / "raw.mp4", moving_face(face, 10, 128), FPS),
-        "pcm": write_video(root / "aligned_pcm.mkv", moving_face(face, 6, 64), FPS, sound=("pcm_s16le", 48000)),
+        "pcm": write_video(root / "aligned_pcm.mkv", moving_face(face, 6, 64), FPS, sound=("pcm_s16le", 192000)),
     }
 
 
@@ -77,11 +77,13 @@ def test_the_driving_sound_is_copied_and_cut_where_the_pictures_end(files, tmp_p
     assert set(stream_kinds(silent)) == {"video"} and len(_pictures(silent)) == 10
 
 
-def test_any_sound_codec_becomes_aac(files, tmp_path):
+def test_any_sound_becomes_aac(files, tmp_path):
+    """PCM at 192 kHz in unordered channels ("2 channels"): AAC has neither, so 48 kHz stereo."""
     out = tmp_path / "out.mp4"
     assert _reenact(files, out, "--aligned", "--view", "frontal", driving="pcm") == 0
     with av.open(str(out)) as container:
-        assert container.streams.audio[0].codec_context.name == "aac"
+        sound = container.streams.audio[0].codec_context
+        assert (sound.name, sound.sample_rate, sound.layout.name) == ("aac", 48000, "stereo")
     frequency, seconds = tone_frequency(out)
     assert frequency == pytest.approx(TONE_HZ, abs=5) and seconds == pytest.approx(6 / FPS, abs=1 / FPS)
 

@@ -4,7 +4,9 @@ codec every MP4 player reads) and interleaved with the pictures as they are writ
 Re-encoding rather than copying packets means any input codec works (PCM, Opus, MP3,
 AAC …) and the sound can be cut exactly where the pictures end; the cost is negligible
 beside re-enactment. Timestamps count from the driving video's first picture, as the
-frames' do, so lips stay in sync; the sample rate and channel layout are kept. A packet
+frames' do, so lips stay in sync. Mono stays mono and anything else becomes stereo (a
+talking head needs no surround); the sample rate is kept where AAC has it (8–96 kHz),
+else 48 kHz. A packet
 that fails to decode is skipped and a container that breaks part-way ends the sound
 there; both are described in :attr:`AudioCopy.problem`.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 AUDIO_CODEC = "aac"
 AUDIO_BIT_RATE = 160_000
 """Bits per second: transparent for speech and music in stereo AAC-LC."""
+FALLBACK_RATE = 48_000
 
 
 def has_audio(path: str | os.PathLike) -> bool:
@@ -51,11 +54,12 @@ class AudioCopy:
         audio = self._input.streams.audio[0]
         video = self._input.streams.video[0] if self._input.streams.video else None
         self._start = float(video.start_time * video.time_base) if video and video.start_time is not None else 0.0
-        self._rate = audio.codec_context.sample_rate
-        self._output = container.add_stream(AUDIO_CODEC, rate=self._rate)
-        # the standard layout for the channel count: AAC refuses unordered ones ("2 channels")
-        self._output.layout = av.AudioLayout(f"{len(audio.codec_context.layout.channels)}c")
+        rate = audio.codec_context.sample_rate
+        self._rate = rate if rate in av.codec.Codec(AUDIO_CODEC, "w").audio_rates else FALLBACK_RATE
+        layout = "mono" if len(audio.codec_context.layout.channels) == 1 else "stereo"
+        self._output = container.add_stream(AUDIO_CODEC, rate=self._rate, layout=layout)
         self._output.bit_rate = AUDIO_BIT_RATE
+        self._resampler = av.AudioResampler(self._output.codec_context.format, layout, self._rate)
         self._container = container
         self._frames = self._decoded(audio)
         self._pending = next(self._frames, None)
@@ -93,17 +97,24 @@ class AudioCopy:
         """Encode and mux every audio frame that starts before ``seconds`` (from the first picture)."""
         while self._pending is not None and self._pending[0] < seconds:
             start, frame = self._pending
-            # The encoder's sample queue wants contiguous timestamps: the first frame sets the
-            # offset from the first picture, the rest follow on sample by sample.
-            frame.pts = round(start * self._rate) if self._next_pts is None else self._next_pts
-            frame.time_base = Fraction(1, self._rate)
-            self._next_pts = frame.pts + frame.samples
-            self._container.mux(self._output.encode(frame))
+            if self._next_pts is None:
+                self._next_pts = round(start * self._rate)
+            self._encode(self._resampler.resample(frame))
             self._pending = next(self._frames, None)
+
+    def _encode(self, frames: list) -> None:
+        # The encoder's sample queue wants contiguous timestamps: the first frame sets the
+        # offset from the first picture, the rest follow on sample by sample.
+        for frame in frames:
+            frame.pts, frame.time_base = self._next_pts, Fraction(1, self._rate)
+            self._next_pts += frame.samples
+            self._container.mux(self._output.encode(frame))
 
     def finish(self, seconds: float) -> None:
         """Mux the sound up to ``seconds`` (the video's duration), flush the encoder and close the source."""
         self.mux_until(seconds)
+        if self._next_pts is not None:
+            self._encode(self._resampler.resample(None))
         self._container.mux(self._output.encode(None))
         self.close()
 
