@@ -19,6 +19,7 @@ from portrait4d.commands.reenact import OutputStreams
 from portrait4d.data.clip_format import read_clip
 from portrait4d.inference import Avatar, inputs
 from portrait4d.preprocess.alignment_cache import cached_track
+from portrait4d.preprocess import pipeline
 from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
 
 from inference_helpers import synthetic_clip_folder, tiny_checkpoint
@@ -152,6 +153,15 @@ def _stream_peak(path, monkeypatch) -> tuple[int, list[tuple[int, int]]]:
         tracemalloc.stop()
     assert handed == stream.n_frames
     return peak, progress
+
+
+def test_camera_fits_in_slices_equal_one_fit(face, monkeypatch):
+    preprocessor = template_preprocessor(face)
+    crop_landmarks = np.random.default_rng(0).normal(scale=2.0, size=(7, 68, 2)) + face.landmarks(np.zeros((512, 512, 3)), None)
+    whole = preprocessor.fit_cameras(crop_landmarks)
+    monkeypatch.setattr(pipeline, "FIT_CHUNK", 3)
+    for sliced, single in zip(preprocessor.fit_cameras(crop_landmarks), whole):
+        np.testing.assert_allclose(sliced, single, rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow
