@@ -203,8 +203,11 @@ def _asset(name: str):
 
 
 @pytest.mark.slow
-def test_raw_photo_and_raw_video_are_preprocessed(files, tmp_path, capsys):
+def test_raw_photo_and_raw_video_are_preprocessed(files, tmp_path, capsys, monkeypatch):
     pytest.importorskip("dlib", reason="needs the dlib-bin package")
+    from portrait4d.preprocess import alignment_cache
+
+    monkeypatch.setattr(alignment_cache, "FOLDER", str(tmp_path / "alignments"))  # absolute: not the user's cache
     photo, sample = _asset("astronaut.png"), _asset("single_face.mp4")
     video = tmp_path / "raw.mp4"
     with VideoWriter(video, 30) as writer:  # four frames with a face, then two without

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     bundled = bundled_paths() if None in (args.source, args.driving) else None
     args.model = args.model or "bundled"
     avatar = open_avatar(args)
-    preprocessors = PreprocessorCache(detector=args.detector)
+    preprocessors = PreprocessorCache.for_detector(args.detector)
     source_aligned = args.aligned or args.source is None
     source = load_source(args.source or bundled.source, avatar.image_size, source_aligned, preprocessors)
     driving = load_driving(args.driving or bundled.driving, avatar.image_size, args.aligned, preprocessors)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     total = driving.n_frames + args.orbit_frames
     with atomic_directory(args.out, overwrite=args.overwrite) as folder, tqdm(total=total, desc="demo", unit="frame") as bar:
         with OutputStreams(folder / REENACTMENT, driving.fps or DEFAULT_FPS, size, box_warp, "side-by-side") as streams:
-            results = torch.cat(reenact_frames(avatar, driving, cameras, streams, args.batch_size, bar.update))
+            results = torch.cat(list(reenact_frames(avatar, driving.batches(args.batch_size), cameras, streams, bar.update)))
         with OutputStreams(folder / ORBIT, DEFAULT_FPS, size, box_warp) as streams:
             orbit = torch.cat(render_views(avatar, orbit_path(args.orbit_frames), streams, args.batch_size, bar.update))
         source_tile = rgb_frames(source.model_images(), size)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from portrait4d.inference.mesh import DEFAULT_LEVEL, avatar_mesh, write_mesh
 
     avatar = open_avatar(args)
-    preprocessors = PreprocessorCache(detector=args.detector)
+    preprocessors = PreprocessorCache.for_detector(args.detector)
     source = load_source(args.source, avatar.image_size, args.aligned, preprocessors)
     avatar.set_source(source.model_images()[0], source.landmarks[0])
     motion = None

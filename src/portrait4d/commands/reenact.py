@@ -7,7 +7,7 @@ model options, the --device option, output checks and the frame-streaming output
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from portrait4d.inference import Avatar
-    from portrait4d.inference.inputs import FaceFrames
+    from portrait4d.inference.inputs import Batch
     from portrait4d.models.synthesizer import SynthesizerOutput
 
 HELP = "reenact a source portrait with a driving video (or clip folder) and write an MP4"
@@ -162,7 +162,8 @@ def open_avatar(args: argparse.Namespace) -> Avatar:
 
 
 class OutputStreams:
-    """The main video plus optional depth / alpha outputs (``.mp4`` or PNG folders), written frame by frame.
+    """The main video (with ``audio``'s sound when given) plus optional depth / alpha outputs
+    (``.mp4`` or PNG folders), written frame by frame.
 
     All of them appear only if the whole run succeeds (each is written atomically and an
     error abandons every one).
@@ -178,18 +179,22 @@ class OutputStreams:
         depth: str | Path | None = None,
         alpha: str | Path | None = None,
         overwrite: bool = False,
+        audio: str | Path | None = None,
     ) -> None:
         from portrait4d.inference.video import VideoWriter, frame_writer
 
         self.size, self.box_warp, self.layout = size, box_warp, layout
         self._stack = ExitStack()
-        self.video = VideoWriter(out, fps)
+        self.video = VideoWriter(out, fps, audio)
         self.depth = None if depth is None else frame_writer(depth, fps, overwrite)
         self.alpha = None if alpha is None else frame_writer(alpha, fps, overwrite)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, fps: float, size: int, box_warp: float) -> OutputStreams:
-        return cls(args.out, fps, size, box_warp, getattr(args, "layout", "result"), args.depth, args.alpha, args.overwrite)
+    def from_args(
+        cls, args: argparse.Namespace, fps: float, size: int, box_warp: float, audio: Path | None = None
+    ) -> OutputStreams:
+        layout = getattr(args, "layout", "result")
+        return cls(args.out, fps, size, box_warp, layout, args.depth, args.alpha, args.overwrite, audio)
 
     def __enter__(self) -> OutputStreams:
         try:
@@ -237,26 +242,31 @@ class OutputStreams:
 
 def reenact_frames(
     avatar: Avatar,
-    driving: FaceFrames,
+    batches: Iterable[Batch],
     cameras: torch.Tensor,
     streams: OutputStreams,
-    batch_size: int,
     progress: Callable[[int], object] | None = None,
-) -> list[torch.Tensor]:
-    """Reenact every driving frame in batches into ``streams``; returns the result batches (uint8)."""
+) -> Iterator[torch.Tensor]:
+    """Reenact driving batches (frame ``i`` seen from ``cameras[i]``) into ``streams``.
+
+    A generator, so that decoding, alignment, re-enactment and encoding run as one stream:
+    each batch is written as soon as it is made, and its results (uint8 ``[n, 3, s, s]``)
+    are yielded for a caller that wants to keep them.
+    """
     from portrait4d.inference.frames import rgb_frames
+    from portrait4d.inference.inputs import model_pixels
 
     source_tile = rgb_frames(avatar.source_image[None], streams.size)[0]
-    results = []
-    for first in range(0, driving.n_frames, batch_size):
-        last = min(first + batch_size, driving.n_frames)
-        images = driving.model_images(first, last)
-        out = avatar.reenact(images, driving.landmarks[first:last], cameras[first:last])
+    first = 0
+    for frames, landmarks in batches:
+        last = first + frames.shape[0]
+        images = model_pixels(frames)
+        out = avatar.reenact(images, landmarks, cameras[first:last])
         tiles = rgb_frames(images, streams.size) if streams.layout == "side-by-side" else None
-        results.append(streams.add(out, cameras[first:last], source_tile, tiles))
+        yield streams.add(out, cameras[first:last], source_tile, tiles)
         if progress is not None:
             progress(last - first)
-    return results
+        first = last
 
 
 def report_notes(notes: list[str], command: str) -> None:
@@ -279,6 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="camera: driving (each driving frame's head pose), frontal, orbit (one loop over the video) or YAW,PITCH in degrees",
     )
     parser.add_argument("--layout", default="result", choices=("result", "side-by-side"), help="result only, or source | driving | result")
+    parser.add_argument("--no-audio", action="store_true", help="leave out the driving video's sound (default: copied, as AAC)")
     add_input_arguments(parser)
     add_model_arguments(parser)
     add_output_arguments(parser)
@@ -295,26 +306,34 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from portrait4d.inference.inputs import PreprocessorCache, load_driving, load_source
+    from portrait4d.inference.inputs import PreprocessorCache, load_source, open_driving
     from portrait4d.inference.views import view_cameras
 
     avatar = open_avatar(args)
     size = args.size or avatar.image_size
-    preprocessors = PreprocessorCache(detector=args.detector)
+    preprocessors = PreprocessorCache.for_detector(args.detector)
     source = load_source(args.source, avatar.image_size, args.aligned, preprocessors)
-    with tqdm(desc="reading driving video", unit="frame", leave=False, delay=1.0) as bar:
-        driving = load_driving(args.driving, avatar.image_size, args.aligned, preprocessors, progress=bar.update)
+    with tqdm(desc="aligning driving video", unit="frame", leave=False, delay=1.0) as bar:
+        driving = open_driving(args.driving, avatar.image_size, args.aligned, preprocessors, progress=bar.update)
+    if driving.alignment is not None:
+        print(driving.alignment)
     report_notes(driving.notes, "reenact")
     cameras = view_cameras(view, driving.n_frames, driving.cameras)
     avatar.set_source(source.model_images()[0], source.landmarks[0])
     fps = driving.fps or DEFAULT_FPS
+    audio = None if args.no_audio else driving.audio
     start = time.perf_counter()
-    streams = OutputStreams.from_args(args, fps, size, avatar.synthesizer.config.renderer.box_warp)
+    streams = OutputStreams.from_args(args, fps, size, avatar.synthesizer.config.renderer.box_warp, audio)
     with streams, tqdm(total=driving.n_frames, desc="reenact", unit="frame") as bar:
-        reenact_frames(avatar, driving, cameras, streams, args.batch_size, bar.update)
+        for _ in reenact_frames(avatar, driving.batches(args.batch_size), cameras, streams, bar.update):
+            pass  # each batch is written as it is made; nothing is kept
     seconds = time.perf_counter() - start
+    frames = streams.video.frames_written
+    if streams.video.audio is not None and streams.video.audio.problem:
+        report_notes([streams.video.audio.problem], "reenact")
+    sound = ", with the driving video's sound" if audio is not None else ""
     print(
-        f"wrote {', '.join(streams.written())}: {driving.n_frames} frames at {fps:g} fps "
-        f"({driving.n_frames / seconds:.1f} frames/s on {avatar.device})"
+        f"wrote {', '.join(streams.written())}: {frames} frames at {fps:g} fps{sound} "
+        f"({frames / seconds:.1f} frames/s on {avatar.device})"
     )
     return 0

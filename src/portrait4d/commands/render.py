@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from portrait4d.inference.views import view_cameras
 
     avatar = open_avatar(args)
-    source = load_source(args.source, avatar.image_size, args.aligned, PreprocessorCache(detector=args.detector))
+    source = load_source(args.source, avatar.image_size, args.aligned, PreprocessorCache.for_detector(args.detector))
     avatar.set_source(source.model_images()[0], source.landmarks[0])
     cameras = view_cameras(view, args.frames)
     start = time.perf_counter()

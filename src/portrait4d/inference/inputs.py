@@ -6,6 +6,12 @@ used as it is), or a clip folder (its first frame). Accepted driving inputs: a r
 (preprocessed; frames without a usable face borrow the nearest usable frame so the output
 keeps every frame), an aligned video (``aligned=True``), or a clip folder.
 
+Driving videos are read as a :class:`DrivingStream`: frames are decoded, cut and handed
+on one at a time, so a video of any length costs the memory of a few frames. A raw
+video's face track (pass one: landmarks and cameras of every frame, small) is computed
+first or read from the alignment cache (:mod:`portrait4d.preprocess.alignment_cache`);
+the crops are cut on the second pass, as the frames are consumed.
+
 Aligned inputs carry no landmarks and no camera. Their landmarks are taken to be the
 average head's, seen from the frontal camera (the official crop puts every face there up
 to pose and shape), which is what E_mot's crop needs; a camera cannot be guessed, so the
@@ -17,9 +23,11 @@ converted.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,11 +35,22 @@ import torch.nn.functional as F
 
 from portrait4d.data.clip_format import META_FILE, read_clip
 from portrait4d.errors import UserInputError
+from portrait4d.inference.audio import has_audio
 from portrait4d.inference.views import frontal_cameras
 from portrait4d.models.motion import clip_landmarks_to_crop, template_landmarks
 from portrait4d.preprocess.media import is_video, load_image, probe_video, read_video
 
+if TYPE_CHECKING:
+    from portrait4d.preprocess.pipeline import PreprocessConfig, VideoTrack
+
 Progress = Callable[[], None]
+Batch = tuple[torch.Tensor, torch.Tensor]
+"""Frames uint8 ``[n, 3, S, S]`` and their landmarks ``[n, 68, 2]``."""
+
+
+def model_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 frames ``[n, 3, S, S]`` → float in [-1, 1], what Ψ reads."""
+    return images.float() / 127.5 - 1.0
 
 
 @dataclass
@@ -55,22 +74,69 @@ class FaceFrames:
 
     def model_images(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Frames ``start:stop`` as float ``[n, 3, S, S]`` in [-1, 1]."""
-        return self.images[start:stop].float() / 127.5 - 1.0
+        return model_pixels(self.images[start:stop])
+
+    def batches(self, size: int) -> Iterator[Batch]:
+        """The frames ``size`` at a time."""
+        for first in range(0, self.n_frames, size):
+            yield self.images[first : first + size], self.landmarks[first : first + size]
+
+
+@dataclass
+class DrivingStream:
+    """A driving input read once, front to back. T = frames.
+
+    ``frames`` yields (image uint8 ``[3, S, S]``, landmarks ``[68, 2]``) in order; the
+    count, the cameras ``[T, 25]`` (None for aligned inputs) and the rate are known before
+    the first frame. ``audio``: the file whose sound belongs with these frames;
+    ``alignment``: how a raw video's alignment was obtained (one line for the user).
+    """
+
+    frames: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    n_frames: int
+    cameras: torch.Tensor | None
+    fps: float
+    notes: list[str] = field(default_factory=list)
+    audio: Path | None = None
+    alignment: str | None = None
+
+    def batches(self, size: int) -> Iterator[Batch]:
+        """The frames ``size`` at a time (only one batch is held)."""
+        while chunk := list(islice(self.frames, size)):
+            images, landmarks = zip(*chunk)
+            yield torch.stack(images), torch.stack(landmarks)
+
+    def collect(self) -> FaceFrames:
+        """Every frame in memory (for short inputs)."""
+        images, landmarks = (torch.cat(parts) for parts in zip(*self.batches(max(self.n_frames, 1))))
+        return FaceFrames(images, landmarks, self.cameras, self.fps, self.notes)
 
 
 class PreprocessorCache:
-    """Builds the face preprocessor (dlib models, ``detector`` ``hog`` or ``mmod``) the first time a raw input needs it."""
+    """Builds the face preprocessor (dlib models) the first time a raw input needs it.
 
-    def __init__(self, cache_dir: str | os.PathLike | None = None, detector: str = "hog") -> None:
+    ``cache_dir`` is the portrait4d cache (assets, alignments); ``config`` how faces are aligned.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, config: PreprocessConfig | None = None) -> None:
+        from portrait4d.preprocess.pipeline import PreprocessConfig
+
         self.cache_dir = cache_dir
-        self.detector = detector
+        self.config = config or PreprocessConfig()
         self._preprocessor = None
 
+    @classmethod
+    def for_detector(cls, detector: str) -> PreprocessorCache:
+        """The default alignment with face detector ``detector`` (``hog`` or ``mmod``)."""
+        from portrait4d.preprocess.pipeline import PreprocessConfig
+
+        return cls(config=PreprocessConfig(detector=detector))
+
     def get(self):
-        from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor
+        from portrait4d.preprocess.pipeline import Preprocessor
 
         if self._preprocessor is None:
-            self._preprocessor = Preprocessor.from_assets(PreprocessConfig(detector=self.detector), self.cache_dir)
+            self._preprocessor = Preprocessor.from_assets(self.config, cache_dir=self.cache_dir)
         return self._preprocessor
 
 
@@ -129,6 +195,32 @@ def load_source(
     return FaceFrames(images, landmarks, torch.from_numpy(face.camera[None]).float())
 
 
+def open_driving(
+    path: str | os.PathLike,
+    size: int,
+    aligned: bool = False,
+    preprocessors: PreprocessorCache | None = None,
+    progress: Progress | None = None,
+) -> DrivingStream:
+    """Driving frames from a raw video, an aligned video (``aligned``) or a clip folder, as a stream.
+
+    A raw video is tracked (or its track read from the cache) before this returns;
+    ``progress`` is called once per frame tracked.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        clip = _read_clip_frames(_clip_folder(path), size, first_only=False)
+        return DrivingStream(zip(clip.images, clip.landmarks), clip.n_frames, clip.cameras, clip.fps)
+    if not is_video(path):
+        raise UserInputError(f"{path}: the driving input must be a video file or a clip folder")
+    _check_decodable(path)
+    stream = _aligned_video(path, size) if aligned else _raw_video(path, size, preprocessors or PreprocessorCache(), progress)
+    stream.audio = path if has_audio(path) else None
+    return stream
+
+
 def load_driving(
     path: str | os.PathLike,
     size: int,
@@ -136,21 +228,8 @@ def load_driving(
     preprocessors: PreprocessorCache | None = None,
     progress: Progress | None = None,
 ) -> FaceFrames:
-    """Driving frames from a raw video, an aligned video (``aligned``) or a clip folder.
-
-    ``progress`` is called once per decoded video frame.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return _read_clip_frames(_clip_folder(path), size, first_only=False)
-    if not is_video(path):
-        raise UserInputError(f"{path}: the driving input must be a video file or a clip folder")
-    _check_decodable(path)
-    if aligned:
-        return _read_aligned_video(path, size, progress)
-    return _preprocess_video(path, size, preprocessors or PreprocessorCache(), progress)
+    """:func:`open_driving` with every frame in memory (for short inputs)."""
+    return open_driving(path, size, aligned, preprocessors, progress).collect()
 
 
 def _clip_folder(path: Path) -> Path:
@@ -173,16 +252,24 @@ def _frame_rate(path: Path, times: np.ndarray) -> float:
     return (len(times) - 1) / span if span > 0 else 25.0
 
 
-def _read_aligned_video(path: Path, size: int, progress: Progress | None) -> FaceFrames:
-    frames, times = [], []
-    for frame in read_video(path):
-        image = _from_numpy_frames(frame.image[None])
-        frames.append(resize_frames(image, torch.zeros(1, 68, 2), size)[0])
-        times.append(frame.time)
-        if progress is not None:
-            progress()
-    images = torch.cat(frames)
-    return FaceFrames(images, _aligned_landmarks(len(images), size), None, _frame_rate(path, np.asarray(times)))
+def _count_frames(path: Path) -> int:
+    """Frames in a video's first stream, counted from its packets (no decoding)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+
+
+def _aligned_video(path: Path, size: int) -> DrivingStream:
+    count = _count_frames(path)
+
+    def frames() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        (landmarks,) = _aligned_landmarks(1, size)
+        for frame in islice(read_video(path), count):
+            image, _ = resize_frames(_from_numpy_frames(frame.image[None]), torch.zeros(1, 68, 2), size)
+            yield image[0], landmarks
+
+    return DrivingStream(frames(), count, None, _frame_rate(path, np.zeros(0)))
 
 
 def nearest_kept(kept_indices: np.ndarray, total: int) -> np.ndarray:
@@ -194,23 +281,50 @@ def nearest_kept(kept_indices: np.ndarray, total: int) -> np.ndarray:
     return np.where(closer_before, before, after)
 
 
-def _preprocess_video(path: Path, size: int, preprocessors: PreprocessorCache, progress: Progress | None) -> FaceFrames:
+def _raw_video(path: Path, size: int, preprocessors: PreprocessorCache, progress: Progress | None) -> DrivingStream:
+    from portrait4d.preprocess.alignment_cache import cached_track
     from portrait4d.preprocess.pipeline import skipped_runs
 
-    clip = preprocessors.get().align_video(path, progress=progress)
-    kept = np.asarray(clip.frame_indices, dtype=np.int64)
-    total = len(kept) + len(clip.skipped)
-    images, landmarks = resize_frames(
-        _from_numpy_frames(np.stack([f.image for f in clip.faces])),
-        torch.from_numpy(np.stack([f.landmarks for f in clip.faces])).float(),
-        size,
-    )
-    cameras = torch.from_numpy(np.stack([f.camera for f in clip.faces])).float()
-    notes = list(clip.notes)
-    if clip.skipped:
+    entry = cached_track(path, preprocessors.config, preprocessors.get, preprocessors.cache_dir, progress)
+    track = entry.track
+    kept = np.flatnonzero(track.kept)
+    if not len(kept):
+        reasons = "; ".join(sorted({s.reason for s in track.skipped}))
+        raise UserInputError(f"{path}: no usable face in any of its {track.frame_count} frames ({reasons})")
+    shown = kept[nearest_kept(kept, track.frame_count)]
+    notes = list(track.notes)
+    if track.skipped:
         spans = ", ".join(
-            f"{first.index}" if first is last else f"{first.index}-{last.index}" for first, last in skipped_runs(clip.skipped)
+            f"{first.index}" if first is last else f"{first.index}-{last.index}" for first, last in skipped_runs(track.skipped)
         )
-        notes.append(f"{len(clip.skipped)} frame(s) without a usable face repeat their nearest usable frame: {spans}")
-    fill = torch.from_numpy(nearest_kept(kept, total))
-    return FaceFrames(images[fill], landmarks[fill], cameras[fill], _frame_rate(path, np.asarray(clip.times)), notes)
+        notes.append(f"{len(track.skipped)} frame(s) without a usable face repeat their nearest usable frame: {spans}")
+    cameras = torch.from_numpy(track.cameras[shown]).float()
+    frames = _tracked_faces(track, shown, size)
+    return DrivingStream(frames, track.frame_count, cameras, _frame_rate(path, track.times), notes, alignment=entry.summary())
+
+
+def _tracked_faces(track: VideoTrack, shown: np.ndarray, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pass two over a tracked video: output frame i is the aligned face of frame ``shown[i]``.
+
+    ``shown`` never decreases (each frame shows itself or its nearest kept frame), so every
+    face is handed out as soon as its frame is decoded and dropped at the next kept frame:
+    one face is held at a time, however long the video or its faceless stretches.
+    """
+    from portrait4d.preprocess.align import apply_crop
+
+    following = 0
+    for frame in read_video(track.path):
+        index = frame.index
+        if following == len(shown):
+            break
+        if not track.kept[index]:
+            continue
+        transform = track.transforms[index]
+        crop = _from_numpy_frames(apply_crop(frame.image, transform)[None])
+        points = torch.from_numpy(transform.to_crop(track.source_landmarks[index])[None]).float()
+        image, landmarks = resize_frames(crop, points, size)
+        while following < len(shown) and shown[following] == index:
+            yield image[0], landmarks[0]
+            following += 1
+    if following < len(shown):
+        raise UserInputError(f"{track.path}: the video ended at frame {following} while being read again (did it change?)")

@@ -4,7 +4,8 @@ Frames are encoded one by one (a long reenactment never sits in memory) into a h
 temporary file next to the destination, which replaces the destination only after the
 container is closed; an error or an interrupt leaves nothing behind. The frame rate is
 kept as a fraction (NTSC 30000/1001 stays exact), so the output lasts as long as the
-driving video.
+driving video. An MP4 can carry another file's sound (:mod:`portrait4d.inference.audio`),
+interleaved with the frames and cut where they end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import TracebackType
 import numpy as np
 
 from portrait4d.fileio import atomic_directory, atomic_file
+from portrait4d.inference.audio import AudioCopy
 
 CODEC = "libx264"
 PIXEL_FORMAT = "yuv420p"
@@ -41,13 +43,16 @@ class VideoWriter:
     """Context manager writing RGB frames ``[H, W, 3]`` uint8 to an H.264 MP4 at ``fps``.
 
     Use as ``with VideoWriter(path, fps) as video: video.write(frame)``; the file at ``path``
-    is (atomically) replaced on a clean exit only.
+    is (atomically) replaced on a clean exit only. ``audio``: a media file whose first
+    audio stream is re-encoded alongside (timed from that file's first picture).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float | Fraction) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction, audio: str | os.PathLike | None = None) -> None:
         self.path = Path(path)
         self.rate = frame_rate_fraction(fps)
         self.frames_written = 0
+        self.audio_source = None if audio is None else Path(audio)
+        self.audio: AudioCopy | None = None
         self._stack = ExitStack()
         self._container = None
         self._stream = None
@@ -77,6 +82,9 @@ class VideoWriter:
             self._stream = self._container.add_stream(CODEC, rate=self.rate, options={"crf": QUALITY_CRF})
             self._stream.width, self._stream.height = width, height
             self._stream.pix_fmt = PIXEL_FORMAT
+            if self.audio_source is not None:
+                self.audio = AudioCopy(self.audio_source, self._container)
+                self._stack.callback(self.audio.close)
         elif (height, width) != (self._stream.height, self._stream.width):
             raise ValueError(f"frame {self.frames_written} is {width}x{height}, the video is {self._stream.width}x{self._stream.height}")
         picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
@@ -84,6 +92,8 @@ class VideoWriter:
         picture.time_base = 1 / self.rate
         self._container.mux(self._stream.encode(picture))
         self.frames_written += 1
+        if self.audio is not None:
+            self.audio.mux_until(self.frames_written / self.rate)
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
@@ -93,6 +103,8 @@ class VideoWriter:
                 if self._stream is None:
                     raise ValueError(f"no frames were written to {self.path}")
                 self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
+                if self.audio is not None:
+                    self.audio.finish(self.frames_written / self.rate)
             except BaseException as failure:
                 self._stack.__exit__(type(failure), failure, failure.__traceback__)  # deletes the temporary
                 raise

@@ -58,6 +58,10 @@ from portrait4d.preprocess.smoothing import OneEuroConfig, smooth_runs
 DETECTORS = ("hog", "mmod")
 ALIGNERS = ("dlib", "mediapipe")
 
+FIT_CHUNK = 512
+"""Faces per batched camera fit: the fit holds ~60 kB a face (Jacobians in float64), so a
+10-minute video fitted at once would need ~1 GB; slices keep it at ~30 MB."""
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -327,11 +331,18 @@ class Preprocessor:
             )
 
     def fit_cameras(self, crop_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Camera labels ``[B, 25]`` and fit errors ``[B]`` for crop landmarks ``[B, 68, 2]``."""
+        """Camera labels ``[B, 25]`` and fit errors ``[B]`` for crop landmarks ``[B, 68, 2]``.
+
+        Fitted :data:`FIT_CHUNK` faces at a time (each face's fit is independent of the
+        others'), so a long video's pass one does not hold every frame's Jacobians at once.
+        """
         if not len(crop_landmarks):
             return np.zeros((0, 25), np.float32), np.zeros(0, np.float32)
-        labels, errors = estimate_camera(torch.from_numpy(crop_landmarks), self.template, self.config.crop_size)
-        return labels.numpy(), errors.numpy()
+        fits = [
+            estimate_camera(torch.from_numpy(crop_landmarks[first : first + FIT_CHUNK]), self.template, self.config.crop_size)
+            for first in range(0, len(crop_landmarks), FIT_CHUNK)
+        ]
+        return torch.cat([labels for labels, _ in fits]).numpy(), torch.cat([errors for _, errors in fits]).numpy()
 
     def _assemble(
         self, image: np.ndarray, landmarks: np.ndarray, transform: CropTransform, camera: np.ndarray, fit_error: float
