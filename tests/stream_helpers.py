@@ -62,6 +62,9 @@ class TemplateFace:
     aligned crop would, nudged by the frame's brightness so that each frame aligns a little
     differently; a dark frame has no face."""
 
+    point_shifts = (0.0, 0.0)
+    """Its landmarks are the head's own points: no calibration toward the official five points."""
+
     def __init__(self) -> None:
         self.calls = 0
         self._points: dict[int, np.ndarray] = {}
