@@ -51,13 +51,26 @@ def mark_forward(module: nn.Module, name: str) -> None:
     module.register_forward_hook(leave)
 
 
+def mark_call(owner: object, method: str, name: str) -> None:
+    """Open a profiler region named ``part:<name>`` around every call of ``owner.method``."""
+    original = getattr(owner, method)
+
+    def marked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with record_function(REGION_PREFIX + name):
+            return original(*args, **kwargs)
+
+    setattr(owner, method, marked)
+
+
 class ProfiledStage1(Stage1Task):
-    """Stage 1 with profiler regions around each part of Ψ3d, the loss networks and D."""
+    """Stage 1 with profiler regions around each part of Ψ3d (the volume renderer R too,
+    which is not a module), the loss networks and D."""
 
     def build(self, context):  # type: ignore[no-untyped-def]
         setup = super().build(context)
         for name, child in self.G.named_children():
             mark_forward(child, f"G.{name}")
+        mark_call(self.G.renderer, "render", "G.renderer (ray marching, sampling)")
         mark_forward(self.D, "D")
         for name, child in self.image_loss.named_children():
             mark_forward(child, f"loss.{name}")

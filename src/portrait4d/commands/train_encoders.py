@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     train_config, heldout_config = _data_configs(args)
     cache = Path(args.cache) if args.cache else out / "cache"
+    probe_writable(cache, inside=True)  # before minutes of rendering, not after
 
     timings: dict[str, float] = {}
     splits = {}
