@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from portrait4d.errors import UserInputError
-from portrait4d.fileio import probe_writable
+from portrait4d.fileio import file_sha256, probe_writable
 
 CACHE_ENV = "PORTRAIT4D_CACHE"
 DEFAULT_CACHE = Path("~/.cache/portrait4d")
@@ -252,12 +252,6 @@ def asset_path(asset: Asset, cache_dir: str | os.PathLike | None = None) -> Path
     return resolve_cache_dir(cache_dir) / "assets" / asset.group / asset.file
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch_command(group: str, cache_dir: str | os.PathLike | None) -> str:
@@ -283,7 +277,7 @@ def require(file: str, cache_dir: str | os.PathLike | None = None, *, assets: Se
     fetch_hint = _fetch_command(asset.group, cache_dir)
     if not path.is_file():
         raise UserInputError(f"{asset.file} missing: {asset.description}; run {fetch_hint}")
-    if _sha256_file(path) != asset.sha256:
+    if file_sha256(path) != asset.sha256:
         raise UserInputError(f"{path} is damaged (sha256 differs from the pinned one); run {fetch_hint} to replace it")
     return path
 
@@ -312,7 +306,7 @@ def list_assets(cache_dir: str | os.PathLike | None = None, *, assets: Sequence[
         if not path.is_file():
             statuses.append(AssetStatus(asset, path, "missing", 0))
             continue
-        state = "present" if _sha256_file(path) == asset.sha256 else "damaged"
+        state = "present" if file_sha256(path) == asset.sha256 else "damaged"
         statuses.append(AssetStatus(asset, path, state, path.stat().st_size))
     return statuses
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from portrait4d.errors import UserInputError
+from portrait4d.fileio import file_sha256
 
 REPO_ID = "bEijuuu/Portrait4D"
 """The authors' hub repository with the released checkpoints and the files they need."""
@@ -146,12 +147,6 @@ def under(snapshot: HubSnapshot, folder: str, suffixes: Sequence[str] = ()) -> l
     return sorted(found, key=lambda file: file.path)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _git_blob_id(path: Path) -> str:
@@ -178,7 +173,7 @@ def download(snapshot: HubSnapshot, file: HubFile, directory: Path) -> Path:
         )
     except Exception as error:  # noqa: BLE001 - every failure of the transfer becomes one line
         raise _hub_error(error, file.path) from None
-    actual, expected = (sha256_of(path), file.sha256) if file.sha256 else (_git_blob_id(path), file.blob_id)
+    actual, expected = (file_sha256(path), file.sha256) if file.sha256 else (_git_blob_id(path), file.blob_id)
     if expected is not None and actual != expected.lower():
         path.unlink()
         raise UserInputError(

@@ -33,6 +33,7 @@ import torch
 
 from portrait4d.checkpoints import CONFIG_FILE, check_destination
 from portrait4d.errors import UserInputError
+from portrait4d.fileio import file_sha256
 from portrait4d.models.pretrained import LoadReport, match_state_dict
 from portrait4d.presets import ModelPreset, build_network, save_pretrained
 from portrait4d.safe_pickle import NUMPY_ARRAY_GLOBALS, restricted_load
@@ -506,7 +507,7 @@ def convert_official(
         }
         provenance = {
             "file": source.name,
-            "sha256": _file_sha256(source),
+            "sha256": file_sha256(source),
             "classes": snapshot.classes,
             "attributes": snapshot.attributes,
             "reports": {name: result.report.summary() for name, result in imports.items()},
@@ -516,9 +517,3 @@ def convert_official(
     return OfficialImport(imports, snapshot.sources, snapshot.other_keys, written)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -37,7 +37,7 @@ from typing import Any
 from portrait4d import __version__, hub
 from portrait4d.assets import check_cache_folder, resolve_cache_dir
 from portrait4d.errors import UserInputError
-from portrait4d.fileio import atomic_directory, write_text_atomic
+from portrait4d.fileio import atomic_directory, file_sha256, write_text_atomic
 from portrait4d.presets import ModelPreset
 
 RECORD_FILE = "record.json"
@@ -312,7 +312,7 @@ def _find_local(directory: Path, entry: WeightsEntry, name: str) -> SourceFile:
 
 
 def _describe(source: SourceFile) -> dict[str, Any]:
-    return {"path": source.origin, "sha256": hub.sha256_of(source.path), "size": source.path.stat().st_size}
+    return {"path": source.origin, "sha256": file_sha256(source.path), "size": source.path.stat().st_size}
 
 
 def _store(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from portrait4d.fileio import file_sha256
 from portrait4d.preprocess import align, detect, pipeline, pose, smoothing
 from portrait4d.preprocess.align import CropTransform
 from portrait4d.preprocess.pipeline import PreprocessConfig, Preprocessor, SkippedFrame, VideoTrack
@@ -52,15 +53,6 @@ class CachedTrack:
             return f"alignment: cached ({frames}; {self.path})"
         saved = f"not cached: {self.problem}" if self.problem else f"saved to {self.path}"
         return f"alignment: computed ({frames}; {saved})"
-
-
-def video_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of the file's bytes (hex), read in 1 MiB blocks (a long video never sits in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def settings_digest(config: PreprocessConfig) -> str:
@@ -133,7 +125,7 @@ def cached_track(
     ``progress`` is called once per frame tracked (not at all on a cache hit).
     """
     video = Path(video)
-    digest = video_digest(video)
+    digest = file_sha256(video)  # the content, not the name: a renamed copy hits the cache
     path = entry_path(digest, config, cache_dir)
     if path.is_file():
         try:
