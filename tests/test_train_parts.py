@@ -327,3 +327,30 @@ def test_identity_encoder_path_feeds_the_learned_identity_loss(tmp_path):
     assert torch.allclose(networks.identity(images, None), encoder(images))
     with pytest.raises(UserInputError):
         load_loss_networks(replace(config, identity_encoder=str(tmp_path / "missing")))
+
+
+def test_expression_weights_cover_the_moving_parts_and_nothing_far_away():
+    from portrait4d.train.losses import EXPRESSION_LANDMARKS, expression_weights, weighted_l1_loss
+
+    landmarks = torch.full((1, 68, 2), 8.5)  # every point at pixel (8, 8) of a 64² image...
+    landmarks[0, 48] = torch.tensor([40.5, 50.5])  # ...but the left mouth corner
+    landmarks[0, 30] = torch.tensor([60.5, 5.5])  # the nose tip is not an expression point
+    assert 48 in EXPRESSION_LANDMARKS and 30 not in EXPRESSION_LANDMARKS
+    weights = expression_weights(landmarks, 64, radius=0.04)  # 2.56 px
+    assert weights.shape == (1, 1, 64, 64)
+    assert weights[0, 0, 8, 8] == 1.0 and weights[0, 0, 50, 40] == 1.0 and weights[0, 0, 51, 42] == 1.0
+    assert weights[0, 0, 5, 60] < 1e-6 and weights[0, 0, 30, 25] < 1e-6
+    prediction, target = torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)
+    target[:, :, 50, 40] = 1.0  # an error on the mouth counts in full...
+    near = weighted_l1_loss(prediction, target, weights)
+    target[:, :, 5, 60] = 5.0  # ...one far away not at all
+    assert torch.isclose(weighted_l1_loss(prediction, target, weights), near)
+    assert torch.isclose(near, 1.0 / weights.sum())
+
+
+def test_stage1_expression_term_is_reported_and_off_by_default():
+    from portrait4d.train.stage1 import Stage1Task, small, tiny
+
+    assert tiny().stage1.expression_l1 == 0.0 and small().stage1.expression_l1 == 0.0
+    config = load_config(tiny(), None, ["loss.lpips=0", "loss.identity=0", "stage1.expression_l1=2"])
+    assert "expression-region L1: weight 2 within 0.04 of the image side" in Stage1Task(config).describe()

@@ -82,6 +82,33 @@ def l1_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target).abs().mean()
 
 
+EXPRESSION_LANDMARKS = tuple(range(17, 27)) + tuple(range(36, 68))
+"""iBUG-68 points that move with the expression: brows, eyes (lids), mouth (lips, teeth)."""
+
+
+def expression_weights(landmarks: torch.Tensor, size: int, radius: float) -> torch.Tensor:
+    """A map [N, 1, size, size] in [0, 1]: 1 within ``radius`` (a fraction of the image side)
+    of any expression landmark (brows, eyes, mouth), falling off as a Gaussian beyond.
+
+    ``landmarks`` [N, 68, 2] pixels (column, row) of the same ``size``. Used to weight pixel
+    losses toward the few pixels that carry the expression: at 64-128 px the mouth and eyes
+    cover ~2 % of the image, so an image-wide L1 barely sees a jaw that opens.
+    """
+    points = landmarks[:, list(EXPRESSION_LANDMARKS)].to(torch.float32)  # [N, K, 2]
+    centres = torch.arange(size, device=landmarks.device, dtype=torch.float32) + 0.5
+    grid = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1).reshape(1, -1, 1, 2)  # column, row
+    distance = (grid - points[:, None]).norm(dim=-1).amin(dim=-1)  # [N, size*size]
+    sigma = radius * size
+    weights = torch.exp(-0.5 * (distance / sigma - 1.0).clamp_min(0.0) ** 2 * 4.0)
+    return weights.reshape(-1, 1, size, size)
+
+
+def weighted_l1_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ w·|prediction − target| / Σ w over pixels and channels (scalar); weights [N, 1, H, W]."""
+    difference = (prediction - target).abs().mean(dim=1, keepdim=True)
+    return (weights * difference).sum() / weights.sum().clamp_min(1e-6)
+
+
 def identity_loss(embedding: torch.Tensor, target_embedding: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of 1 - cos between [B, D] embeddings (no gradient to the target)."""
     return (1.0 - F.cosine_similarity(embedding, target_embedding.detach(), dim=-1)).mean()

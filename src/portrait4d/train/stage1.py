@@ -42,6 +42,7 @@ from portrait4d.train.losses import (
     ReconstructionLoss,
     density_tv_loss,
     discriminator_loss,
+    expression_weights,
     generator_adversarial_loss,
     describe_losses,
     describe_raw_pairs,
@@ -50,6 +51,7 @@ from portrait4d.train.losses import (
     load_loss_networks,
     r1_penalty,
     random_box_points,
+    weighted_l1_loss,
 )
 from portrait4d.train.optim import OptimizerConfig
 from portrait4d.train.schedule import ResolutionRamp
@@ -98,6 +100,15 @@ class Stage1Losses:
     """Supervise the reconstruction at θ_p as well as at θ_q."""
     density_points: int = 1000
     """Random points per sample for the density regulariser."""
+    expression_l1: float = 0.0
+    """Weight of an extra L1 on the super-resolved image, restricted to the pixels near the
+    expression landmarks (brows, eyes, mouth; :func:`~portrait4d.train.losses.expression_weights`).
+    Not in the official recipe (0); the ``small`` CPU recipe uses it so that Ψ3d, which at
+    CPU budgets first learns the average face, is pushed to reproduce the expression that
+    stage 2's pseudo views must carry (docs/training.md, "Toward pseudo views that keep the
+    expression")."""
+    expression_radius: float = 0.04
+    """Radius of that region around each landmark, as a fraction of the image side."""
 
     def __post_init__(self) -> None:
         refuse_negative({"mask": self.mask, "depth": self.depth, "depth_kimg": self.depth_kimg, "density_points": self.density_points})
@@ -314,6 +325,9 @@ class Stage1Task(StatelessTask):
             terms.update({f"{k}_raw": v for k, v in self.raw_loss(out.image, rgb_raw).items()})
             foreground = (rgb_raw + 1.0) * mask_raw - 1.0  # masking in [0, 1] terms
             terms.update({f"{k}_fg": v for k, v in self.raw_loss(out.image_foreground, foreground).items()})
+        if losses.expression_l1:
+            weights = expression_weights(targets.landmarks.flatten(0, 1), rgb.shape[-1], losses.expression_radius)
+            terms["expression_l1"] = losses.expression_l1 * weighted_l1_loss(out.image_sr, rgb, weights)
         if losses.mask:
             terms["mask"] = losses.mask * l1_loss(out.seg, mask_raw * 2.0 - 1.0)
         if losses.depth and step.samples_seen < losses.depth_kimg * 1000:
@@ -390,6 +404,9 @@ class Stage1Task(StatelessTask):
             "raw-render pairs (raw, head-only): " + describe_raw_pairs(self.config.stage1.raw_pairs, self.raw_loss),
             f"mask L1: weight {losses.mask:g}" if losses.mask else "mask L1: off (weight 0)",
             f"depth L1: weight {losses.depth:g} before {losses.depth_kimg:g} kimg" if losses.depth else "depth L1: off (weight 0)",
+            f"expression-region L1: weight {losses.expression_l1:g} within {losses.expression_radius:g} of the image side"
+            if losses.expression_l1
+            else "expression-region L1: off (weight 0)",
             f"adversarial from {config.discrimination_kimg:g} kimg; R1 every {config.r1_every}, density every {config.density_every}",
             f"rendering resolution {ramp.initial} -> {ramp.final or ramp.initial} over "
             f"{ramp.start_kimg:g}-{ramp.start_kimg + ramp.ramp_kimg:g} kimg",
