@@ -67,31 +67,19 @@ class AudioCopy:
 
     def _decoded(self, stream) -> Iterator[tuple[float, object]]:
         """(seconds from the first picture, audio frame) in order; frames before the first picture are dropped."""
-        import av
+        from portrait4d.preprocess.media import TolerantDecoder
 
-        packets = self._input.demux(stream)
-        skipped = 0
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as error:
-                self.problem = f"the sound stops early: the audio stream broke ({error})"
-                break
-            try:
-                frames = packet.decode()
-            except (av.error.FFmpegError, ValueError):
-                skipped += 1
+        decoder = TolerantDecoder(self._input, stream)
+        for frame in decoder:
+            if frame.pts is None or frame.time_base is None:
                 continue
-            for frame in frames:
-                if frame.pts is None or frame.time_base is None:
-                    continue
-                seconds = float(frame.pts * frame.time_base) - self._start
-                if seconds >= 0.0:
-                    yield seconds, frame
-        if skipped and self.problem is None:
-            self.problem = f"{skipped} damaged audio packet(s) were skipped"
+            seconds = float(frame.pts * frame.time_base) - self._start
+            if seconds >= 0.0:
+                yield seconds, frame
+        if decoder.stopped:
+            self.problem = f"the sound stops early: the audio stream broke ({decoder.stopped})"
+        elif decoder.damaged:
+            self.problem = f"{decoder.damaged} damaged audio packet(s) were skipped"
 
     def mux_until(self, seconds: float) -> None:
         """Encode and mux every audio frame that starts before ``seconds`` (from the first picture)."""

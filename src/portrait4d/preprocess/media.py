@@ -184,6 +184,37 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
+class TolerantDecoder:
+    """The decoded frames of one stream of an open PyAV container, in order, surviving damage:
+    a packet that fails to decode is skipped and counted (``damaged``); a container that
+    breaks part-way ends the iteration with the reason in ``stopped``. Shared by the video
+    reader and the audio copy, which report both to the user rather than fail."""
+
+    def __init__(self, container, stream) -> None:
+        self.container, self.stream = container, stream
+        self.damaged = 0
+        self.stopped: str | None = None
+
+    def __iter__(self) -> Iterator:
+        import av
+
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as error:
+                self.stopped = str(error)
+                return
+            try:
+                frames = packet.decode()
+            except (av.error.FFmpegError, ValueError):
+                self.damaged += 1
+                continue
+            yield from frames
+
+
 def read_video(path: str | os.PathLike, problem: VideoReadProblem | None = None) -> Iterator[VideoFrame]:
     """Decode every frame as upright RGB with its own timestamp.
 
@@ -193,41 +224,25 @@ def read_video(path: str | os.PathLike, problem: VideoReadProblem | None = None)
     header promises (a truncated file). A video with no decodable frame at all raises
     :class:`UserInputError`.
     """
-    import av
-
     path = Path(path)
     problem = problem if problem is not None else VideoReadProblem()
     container = _open_container(path)
-    damaged, index, stopped = 0, 0, None
+    index = 0
     with container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate) if stream.average_rate else 25.0
         fallback_rotation = _stream_rotation(stream)
         promised = stream.frames
         start: float | None = None
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as error:
-                stopped = str(error)
-                break
-            try:
-                frames = packet.decode()
-            except (av.error.FFmpegError, ValueError):
-                damaged += 1
-                continue
-            for frame in frames:
-                seconds = (
-                    float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else index / rate
-                )
-                start = seconds if start is None else start
-                rotation = getattr(frame, "rotation", 0) or fallback_rotation
-                yield VideoFrame(index, seconds - start, _upright(frame.to_ndarray(format="rgb24"), rotation))
-                index += 1
-                problem.frames_read = index
+        decoder = TolerantDecoder(container, stream)
+        for frame in decoder:
+            seconds = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else index / rate
+            start = seconds if start is None else start
+            rotation = getattr(frame, "rotation", 0) or fallback_rotation
+            yield VideoFrame(index, seconds - start, _upright(frame.to_ndarray(format="rgb24"), rotation))
+            index += 1
+            problem.frames_read = index
+    damaged, stopped = decoder.damaged, decoder.stopped
     if index == 0:
         detail = f" ({stopped})" if stopped else f" ({damaged} damaged packets)" if damaged else ""
         raise UserInputError(f"{path}: the video has no decodable frames{detail}")
