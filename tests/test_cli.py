@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from portrait4d import cli
 from portrait4d.errors import UserInputError
@@ -67,3 +68,21 @@ def test_building_the_parser_does_not_import_torch():
     code = "import sys; from portrait4d import cli; cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+class _RefusingClips(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int):
+        raise UserInputError("clips/a/frames/000001.png: 32x32, not the clip's 64x64")
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_still_one_line():
+    from portrait4d.errors import describe_user_error
+
+    loader = torch.utils.data.DataLoader(_RefusingClips(), num_workers=1)
+    with pytest.raises(UserInputError) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)  # torch's wrapping, which the CLI must undo
+    assert describe_user_error(caught.value) == "clips/a/frames/000001.png: 32x32, not the clip's 64x64"

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from portrait4d import __version__
-from portrait4d.errors import UserInputError, describe_os_error
+from portrait4d.errors import UserInputError, describe_os_error, describe_user_error
 
 COMMANDS = ("synth", "manifest", "convert", "assets", "weights", "preprocess", "train-encoders", "train-3d", "pseudo-mv", "train-4d", "reenact", "render", "export-mesh", "demo", "make-benchmark", "eval")
 """Subcommand names, in the order ``--help`` lists them (module ``portrait4d.commands.<name>``)."""
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except UserInputError as error:
-        print(f"portrait4d {args.command}: error: {error}", file=sys.stderr)
+        print(f"portrait4d {args.command}: error: {describe_user_error(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # the file system said no: name the path and the reason, no traceback
         print(f"portrait4d {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
