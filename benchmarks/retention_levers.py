@@ -106,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", nargs="+", type=Path, required=True, help="Ψ3d (or Ψ) checkpoint folders")
     parser.add_argument("--label", nargs="*", default=None, help="one label per checkpoint (default: the paths)")
+    parser.add_argument("--cpu-seconds", nargs="*", type=float, default=None, help="CPU seconds spent to reach each checkpoint")
     parser.add_argument("--judge", type=Path, default=BUNDLED_JUDGE, help="E_mot for retention_emot (default: the bundled one)")
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--name", default="retention_levers")
@@ -120,6 +121,8 @@ def main() -> None:
         start = time.perf_counter()
         results[label] = measure(checkpoint, pairs, args.judge)
         results[label]["measure_s"] = round(time.perf_counter() - start, 1)
+        if args.cpu_seconds:
+            results[label]["cpu_hours"] = round(args.cpu_seconds[len(results) - 1] / 3600.0, 3)
         print(label, results[label])
     write_results(args.name, {"pairs": args.pairs, "image_size": size, "world": dataclasses.asdict(world), "results": results, "machine": machine_facts(torch.device("cpu"))})
 
