@@ -180,7 +180,8 @@ def test_fetch_converts_once_and_the_named_model_reproduces_the_fixture(served_f
     with LoopbackHub(served_files) as hub:
         hub.cut_after[PDFGC_PATH] = len(served_files[PDFGC_PATH]) // 3
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        assert cli.main(["weights", "fetch", "v2", "pdfgc"]) == 0
+        assert cli.main(["weights", "fetch", "v2"]) == 0  # brings pdfgc, the E_mot that drives v2
+        assert "v2 is driven by pdfgc: fetching it too" in capsys.readouterr().out
         # the cut transfer was resumed with a range request from what had arrived (whole chunks)
         ranges = [request[2] for request in hub.requests if request[0] == "GET" and request[1].endswith("motion_model.pth")]
         assert len(ranges) == 2 and ranges[0] is None
@@ -292,7 +293,7 @@ def test_without_fetched_weights_the_bundled_model_runs_with_a_hint(environment)
 
     choice = resolve_model(None)
     assert (choice.label, choice.checkpoint) == ("bundled", bundled_paths().checkpoint)
-    assert "`portrait4d weights fetch v2 pdfgc`" in choice.note
+    assert "`portrait4d weights fetch v2`" in choice.note
     assert resolve_model("bundled").note is None
     assert resolve_model("./v2").checkpoint == Path("v2")  # a path, not the name
 

@@ -1,6 +1,6 @@
 """Official pretrained weights by name: fetched once from the authors' hub repository, converted, cached.
 
-``portrait4d weights fetch v2 pdfgc`` is the only thing that downloads them (through
+``portrait4d weights fetch v2`` (which brings its motion encoder pdfgc) is the only thing that downloads them (through
 :mod:`portrait4d.hub`); ``--from DIR`` imports the same files downloaded by hand.
 :data:`CATALOGUE` is the one table from names to files: each file is found by its *name*
 in the hub's listing (a moved file is still found), preferring the folder the official

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(HF_ENDPOINT and HF_HUB_OFFLINE are honoured), checks them against the hub's checksums, converts official "
         "pickles without running their code, and records commit, sha256, size and licence in the cache. Names: "
         "v2 (Portrait4D-v2), static (its static Ψ3d), v1 (Portrait4D), genhead (GenHead), pdfgc (PD-FGC motion "
-        "encoder, needed by v2), arcface (ArcFace r18), flame (FLAME model; needs --accept-flame-license), "
+        "encoder, needed by v2 and fetched with it), arcface (ArcFace r18), flame (FLAME model; needs --accept-flame-license), "
         "pools (FLAME parameter sets).",
     )
     fetch.add_argument("names", nargs="+", choices=NAMES, metavar="NAME", help=f"one or more of {', '.join(NAMES)}")
@@ -73,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         _print_list(args.cache_dir)
         return 0
+    names = list(dict.fromkeys(args.names))
+    for name in args.names:  # a model comes with the E_mot that drives it: `weights fetch v2` is enough
+        encoder = MOTION_ENCODER_OF.get(name)
+        if encoder is not None and encoder[0] not in names:
+            print(f"{name} is driven by {encoder[0]}: fetching it too")
+            names.append(encoder[0])
     outcomes = weights.fetch(
-        args.names, args.revision, args.from_dir, args.cache_dir, accept_flame_license=args.accept_flame_license
+        names, args.revision, args.from_dir, args.cache_dir, accept_flame_license=args.accept_flame_license
     )
     for outcome in outcomes:
         print(f"{outcome.name}: {outcome.folder}: {outcome.note}")
-    for name in args.names:
-        encoder = MOTION_ENCODER_OF.get(name)
-        if encoder is not None and weights.read_record(encoder[0], args.cache_dir) is None:
-            print(f"note: {name} is driven by {encoder[0]}: also run {weights.fetch_hint([encoder[0]], args.cache_dir)}")
     return 0

@@ -24,7 +24,7 @@ MOTION_ENCODER_OF = {"v2": ("pdfgc", "motion_model.pth"), "static": None}
 """Fetched model name -> the fetched (name, file) of the E_mot that drives it (None: static)."""
 MODEL_NAMES = (*MOTION_ENCODER_OF, BUNDLED)
 DEFAULT_FETCHED = "v2"
-REAL_FACES_HINT = "for real faces run `portrait4d weights fetch v2 pdfgc` (then v2 is the default)"
+REAL_FACES_HINT = "for real faces run `portrait4d weights fetch v2` (then v2 is the default)"
 
 
 @dataclass(frozen=True)
