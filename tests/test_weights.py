@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from portrait4d import cli, presets, weights
+from portrait4d import assets, cli, presets, weights
 from portrait4d.errors import UserInputError
 from portrait4d.inference import Avatar
 from portrait4d.inference.named_models import resolve_model
@@ -164,7 +164,17 @@ def environment(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setitem(weights.CATALOGUE, "v2", replace(weights.CATALOGUE["v2"], preset=tiny_pdfgc_preset))
+    monkeypatch.setattr(assets, "fetch", _record_asset_fetch)  # the package registry is not reached from tests
+    ASSET_FETCHES.clear()
     return tmp_path / "cache" / "weights"
+
+
+ASSET_FETCHES: list[tuple[str, ...]] = []
+
+
+def _record_asset_fetch(groups, cache_dir=None, **_):
+    ASSET_FETCHES.append(tuple(groups))
+    return assets.FetchReport((), (), 0, 0.0)
 
 
 def reference_output(avatar: Avatar) -> torch.Tensor:
@@ -181,7 +191,9 @@ def test_fetch_converts_once_and_the_named_model_reproduces_the_fixture(served_f
         hub.cut_after[PDFGC_PATH] = len(served_files[PDFGC_PATH]) // 3
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         assert cli.main(["weights", "fetch", "v2"]) == 0  # brings pdfgc, the E_mot that drives v2
-        assert "v2 is driven by pdfgc: fetching it too" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "v2 is driven by pdfgc: fetching it too" in out
+        assert ASSET_FETCHES == [("landmarks",)] and "landmarks (face detection and alignment" in out
         # the cut transfer was resumed with a range request from what had arrived (whole chunks)
         ranges = [request[2] for request in hub.requests if request[0] == "GET" and request[1].endswith("motion_model.pth")]
         assert len(ranges) == 2 and ranges[0] is None

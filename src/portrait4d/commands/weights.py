@@ -10,6 +10,11 @@ NAMES = ("v2", "static", "v1", "genhead", "pdfgc", "arcface", "flame", "pools")
 """portrait4d.weights.CATALOGUE's names (kept here so that --help needs no import)."""
 
 
+FACE_MODELS = ("v2", "static", "v1")
+"""Models of real faces: their raw photos and videos are aligned with dlib's detector and
+landmarks (the ``landmarks`` assets), so fetching one fetches those too."""
+
+
 def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="cache folder (default: $PORTRAIT4D_CACHE, else ~/.cache/portrait4d)")
 
@@ -23,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(HF_ENDPOINT and HF_HUB_OFFLINE are honoured), checks them against the hub's checksums, converts official "
         "pickles without running their code, and records commit, sha256, size and licence in the cache. Names: "
         "v2 (Portrait4D-v2), static (its static Ψ3d), v1 (Portrait4D), genhead (GenHead), pdfgc (PD-FGC motion "
-        "encoder, needed by v2 and fetched with it), arcface (ArcFace r18), flame (FLAME model; needs --accept-flame-license), "
+        "encoder, needed by v2 and fetched with it; v2, static and v1 also fetch the face-alignment assets, as "
+        "`portrait4d assets fetch landmarks` does), arcface (ArcFace r18), flame (FLAME model; needs --accept-flame-license), "
         "pools (FLAME parameter sets).",
     )
     fetch.add_argument("names", nargs="+", choices=NAMES, metavar="NAME", help=f"one or more of {', '.join(NAMES)}")
@@ -84,4 +90,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for outcome in outcomes:
         print(f"{outcome.name}: {outcome.folder}: {outcome.note}")
+    if any(name in FACE_MODELS for name in names):
+        from portrait4d import assets
+
+        report = assets.fetch(["landmarks"], args.cache_dir)
+        state = f"{len(report.written)} file(s) fetched" if report.written else "already in the cache"
+        print(f"landmarks (face detection and alignment of raw photos and videos): {state}")
     return 0
