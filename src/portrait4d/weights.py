@@ -114,7 +114,7 @@ CATALOGUE: dict[str, WeightsEntry] = {
     entry.name: entry
     for entry in (
         WeightsEntry(
-            "v2", "Portrait4D-v2 Ψ (VFHQ, 512 px): real-face reenactment, driven by PD-FGC (fetch pdfgc too)",
+            "v2", "Portrait4D-v2 Ψ (VFHQ, 512 px): real-face reenactment, driven by PD-FGC (fetched with it)",
             files=("portrait4d-v2-vfhq512.pkl",), folder="", licence=OFFICIAL_TERMS,
             snapshot=True, preset=_official_preset, networks=("G_ema",), extra={"motion_encoder": "pdfgc"},
         ),
